@@ -72,6 +72,7 @@ __all__ = [
     "StageInfo",
     "ToolMissing",
     "UserError",
+    "driver_class",
     "fields",
     "hash_path",
     "hookimpl",
@@ -695,8 +696,11 @@ class DiskFormatter(Driver):
     kind = "disk"
     #: The customizer used for a derived image's ``packages`` when the config names none.
     default_customizer: ClassVar[str | None] = None
+    #: False for a formatter that makes its disk from its options alone (e.g. pulled from a
+    #: registry): the image then needs no ``rootfs:`` and ``build`` gets ``rootfs=None``.
+    needs_rootfs: ClassVar[bool] = True
 
-    def build(self, ctx: Context, rootfs: RootfsArtifact) -> DiskArtifact:
+    def build(self, ctx: Context, rootfs: RootfsArtifact | None) -> DiskArtifact:
         """Write a disk image holding ``rootfs`` under ``ctx.out`` and return it."""
         raise NotImplementedError
 
@@ -763,6 +767,15 @@ DRIVER_GROUPS: dict[str, type[Driver]] = {
 # --------------------------------------------------------------------------------------------
 # Helpers for drivers
 # --------------------------------------------------------------------------------------------
+
+
+def driver_class(group: str, name: str) -> type[Driver]:
+    """The installed driver class ``name`` of entry-point ``group`` (e.g. ``"lvh.rootfs"``), for a
+    driver built on another one by composition (instantiate it with validated options).
+    Raises :class:`UserError` if it is not installed."""
+    from lvh.plugins import driver_class as _driver_class
+
+    return _driver_class(group, name)
 
 
 def hash_path(path: Path, *, follow: bool = True) -> str:

@@ -8,6 +8,7 @@ Hooks observe and contribute; the work of a stage belongs to its driver (stevedo
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -70,6 +71,13 @@ def lvh_pipeline_finished(summary: dict[str, Any]) -> None:
     """A pipeline ended. ``summary``: ``{"ok": bool, "exit_code": int, "duration": float,
     "stages": [{"id", "kind", "driver", "target", "key", "status", "duration", "error"}],
     "runs": [{"name", "status", "exit_code", "duration", "console_log"}]}``."""
+
+
+@hookspec(firstresult=True)
+def lvh_resolve_artifact(kind: str, ref: str, workdir: Path) -> Artifact | None:
+    """Turn a reference that is not a local file (e.g. an OCI image reference given to
+    ``lvh run --image``) into a local artifact of ``kind`` (``disk`` or ``kernel``), fetching it
+    into ``workdir``'s cache if needed. Return None if the reference is not yours."""
 
 
 @hookspec
