@@ -210,7 +210,7 @@ class KconfigIndex:
                     name = m.group(1)
                     cur = self.symbols.setdefault(name, Symbol(name))
                     cur.files.append(rel)
-                    for kind, deps in stack:
+                    for _kind, deps in stack:
                         cur.deps.extend(deps)
                     cur_block = None
                     continue

@@ -6,7 +6,7 @@ Layout in the driver's state dir (persistent, not content-addressed):
   ``git/shallow/<name>/`` shallow clones (see :mod:`lvh_kernel.source`);
 - ``config/<build-id>/``: an out-of-tree dir where the ``.config`` is computed (cheap: the
   Kconfig tools only) — the final ``.config`` is part of the cache key;
-- ``build/<build-id>/``: the out-of-tree build dir (``O=``), one per source × arch × kernel name,
+- ``build/<build-id>/``: the out-of-tree build dir (``O=``), one per (source, arch, kernel name),
   kept across builds, so a changed option is an incremental make, not a fresh build.
 
 The artifact (``ctx.out``) has upstream's ``tar-pkg`` layout: ``boot/vmlinuz-<ver>``,
@@ -336,7 +336,7 @@ class MakeBuilder(KernelBuilder):
     # -- build ----------------------------------------------------------------------------
 
     def describe(self, ctx: Context, *inputs: Any) -> list[list[str]]:
-        return [["make", f"O=<state>/build/…", *self.make_env_args(), f"-j{self._jobs(ctx)}",
+        return [["make", "O=<state>/build/…", *self.make_env_args(), f"-j{self._jobs(ctx)}",
                  *self.options.get("make_args", []), *self.targets()]]
 
     def _jobs(self, ctx: Context) -> int:
