@@ -157,7 +157,7 @@ class RunSchema(_Strict):
     kernel = fields.Str()
     command = fields.Str(metadata={"description": "exec mode: run this in the guest, exit with its code"})
     cpus = fields.Int(load_default=2, validate=validate.Range(min=1, max=256))
-    memory = Size(load_default="1G")
+    memory = Size(load_default=1024**3, metadata={"description": "guest memory, e.g. 1G"})
     cmdline = _Cmdline(load_default=list)
     timeout = fields.Float(validate=validate.Range(min=0, min_inclusive=False))
     boot_timeout = fields.Float(load_default=300.0, validate=validate.Range(min=0, min_inclusive=False))

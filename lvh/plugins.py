@@ -94,8 +94,7 @@ def _load(ep: md.EntryPoint, group: str, name: str) -> type[Driver]:
             hint="reinstall or upgrade that distribution, or fix the plugin",
         ) from err
 
-    mgr = sd.DriverManager(group, name, invoke_on_load=False, on_load_failure_callback=fail,
-                           verify_requirements=False)
+    mgr = sd.DriverManager(group, name, invoke_on_load=False, on_load_failure_callback=fail)
     return _checked(mgr.driver, group, name, f"{ep.value} from {_dist_label(ep)}")
 
 
