@@ -47,6 +47,7 @@ from lvh.api import (
 
 from . import kconfig, source
 from .groups import CONFIG_GROUPS
+from .source import state_dir
 
 #: arch (as lvh names it) -> (ARCH for make, SRCARCH dir, default image target, image path in O=)
 ARCHES: dict[str, tuple[str, str, str, str]] = {
@@ -217,7 +218,7 @@ class MakeBuilder(KernelBuilder):
         if spec.kind == "git":
             source.git_remove(ctx, spec, name)
         for sub in ("build", "config"):
-            d = ctx.state_dir / sub
+            d = state_dir(ctx) / sub
             if d.is_dir():
                 for p in d.iterdir():
                     if p.name.endswith(f"-{self.arch}-{source.safe_id(name)}"):
@@ -226,7 +227,7 @@ class MakeBuilder(KernelBuilder):
     # -- configure ------------------------------------------------------------------------
 
     def _lock(self, ctx: Context, what: str) -> FileLock:
-        d = ctx.state_dir / "locks"
+        d = state_dir(ctx) / "locks"
         d.mkdir(parents=True, exist_ok=True)
         return FileLock(str(d / f"{what}.lock"))
 
@@ -250,8 +251,8 @@ class MakeBuilder(KernelBuilder):
         tree = self._source_tree(ctx)
         name = source.safe_id(self.kernel_name(ctx))
         build_id = f"{tree.id}-{self.arch}-{name}"
-        cfg_dir = ctx.state_dir / "config" / build_id
-        build_dir = ctx.state_dir / "build" / build_id
+        cfg_dir = state_dir(ctx) / "config" / build_id
+        build_dir = state_dir(ctx) / "build" / build_id
         cfg_dir.mkdir(parents=True, exist_ok=True)
         cfg = cfg_dir / ".config"
         base = self.options.get("base") or "defconfig"
@@ -312,11 +313,8 @@ class MakeBuilder(KernelBuilder):
         return r.stdout.splitlines()[0] if r.returncode == 0 and r.stdout else f"{cc}: not found"
 
     def key_material(self, ctx: Context) -> Mapping[str, Any]:
-        spec = self.source_spec(ctx)
-        if ctx.planning and spec.kind == "git":
-            _bare, tree = source.git_dirs(ctx, spec, self.kernel_name(ctx))
-            if not (tree / ".git").exists():
-                return {"source": f"{spec.location} (not fetched yet)"}
+        # the key needs the final .config, so a missing source is fetched/extracted here (into
+        # the state dir; the engine computes keys with a planning context even for a real run)
         conf = self.configure(ctx)
         mat: dict[str, Any] = {
             "source": conf.tree.revision,

@@ -30,6 +30,12 @@ _GIT_SCHEMES = ("git", "http", "https", "ssh", "file", "git+ssh")
 _ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def state_dir(ctx: Context) -> Path:
+    """The driver's state dir, symlinks resolved: make records absolute paths in the build dir,
+    so they must not change between runs (a workdir reached through a link, a symlinked state)."""
+    return ctx.state_dir.resolve()
+
+
 def safe_id(text: str) -> str:
     """``text`` made safe as a directory name."""
     return _ID.sub("_", text).strip("._") or "kernel"
@@ -118,7 +124,7 @@ def tarball_digest(ctx: Context, path: Path) -> str:
     """sha256 of a tarball, memoized by (path, size, mtime) in the state dir (0.12 s for the
     138 MB linux-source-6.1.tar.xz, so the memo only matters for huge ones)."""
     st = path.stat()
-    memo_file = ctx.state_dir / "src" / "digests.json"
+    memo_file = state_dir(ctx) / "src" / "digests.json"
     memo: dict[str, str] = {}
     if memo_file.exists():
         try:
@@ -145,9 +151,9 @@ def prepare_tarball(ctx: Context, spec: SourceSpec) -> SourceTree:
     path = Path(spec.location)
     digest = tarball_digest(ctx, path)
     sid = f"tar-{digest[:16]}"
-    dest = ctx.state_dir / "src" / sid
+    dest = state_dir(ctx) / "src" / sid
     if not (dest / "Makefile").exists():
-        partial = ctx.state_dir / "src" / f".partial-{sid}-{os.getpid()}"
+        partial = state_dir(ctx) / "src" / f".partial-{sid}-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         try:
@@ -213,7 +219,7 @@ def prepare_folder(ctx: Context, spec: SourceSpec) -> SourceTree:
 
 def git_dirs(ctx: Context, spec: SourceSpec, name: str) -> tuple[Path, Path]:
     """(bare repo or None-equivalent, tree) for a git source of kernel ``name``."""
-    root = ctx.state_dir / "git"
+    root = state_dir(ctx) / "git"
     if spec.shallow:
         return root / "shallow" / safe_id(name), root / "shallow" / safe_id(name)
     return root / "main.git", root / "trees" / safe_id(name)
