@@ -46,7 +46,7 @@ from lvh.api import (
 )
 
 from . import kconfig, source
-from .groups import CONFIG_GROUPS
+from .groups import CONFIG_GROUPS, DEFAULT_GROUPS
 from .source import state_dir
 
 #: arch (as lvh names it) -> (ARCH for make, SRCARCH dir, default image target, image path in O=)
@@ -149,6 +149,16 @@ class MakeBuilder(KernelBuilder):
             require_tool("pahole", hint="apt-get install dwarves", needed_by="CONFIG_DEBUG_INFO_BTF"),
             require_tool("depmod", hint="apt-get install kmod", needed_by="modules_install"),
         ]
+
+    @classmethod
+    def config_groups(cls) -> dict[str, list[list[str]]]:
+        """The config groups this builder knows (name -> options)."""
+        return {k: [list(o) for o in v] for k, v in CONFIG_GROUPS.items()}
+
+    @classmethod
+    def default_groups(cls) -> list[str]:
+        """Upstream's default groups (``lvh kernels init``/``add`` without ``--config-groups``)."""
+        return list(DEFAULT_GROUPS)
 
     # -- options --------------------------------------------------------------------------
 
@@ -254,34 +264,55 @@ class MakeBuilder(KernelBuilder):
         cfg_dir = state_dir(ctx) / "config" / build_id
         build_dir = state_dir(ctx) / "build" / build_id
         cfg_dir.mkdir(parents=True, exist_ok=True)
-        cfg = cfg_dir / ".config"
-        base = self.options.get("base") or "defconfig"
         with self._lock(ctx, "config-" + build_id):
-            try:
-                if base in BASE_TARGETS or (base.endswith("config") and "/" not in base
-                                            and not ctx.resolve(base).exists()):
-                    cfg.unlink(missing_ok=True)
-                    self._make(ctx, tree.path, cfg_dir, base, capture=True,
-                               hint=f"is {base!r} a config target of this kernel?")
-                else:
-                    p = ctx.resolve(base)
-                    if not p.is_file():
-                        raise ConfigError(f"base config {p} does not exist", path="base",
-                                          hint="use defconfig, tinyconfig, allnoconfig or a .config path")
-                    shutil.copyfile(p, cfg)
-                kconfig.apply_requests(cfg, reqs)
-                self._make(ctx, tree.path, cfg_dir, "olddefconfig", capture=True)
-            except CommandFailed as e:
-                raise StageError(f"configuring the kernel failed: {e.message}", hint=e.hint) from None
-            text = cfg.read_text()
+            text, bad = self._configure_into(ctx, tree.path, cfg_dir, reqs)
+        self._configured = Configured(tree, build_id, cfg_dir, build_dir, text, bad)
+        return self._configured
+
+    def configure_tree(self, ctx: Context, tree: Path) -> tuple[Path, list[kconfig.NotTaken]]:
+        """Configure a kernel tree prepared by other means in place (``tree/.config``), with this
+        kernel's base and options (``lvh kernels raw_configure``)."""
+        if not (tree / "Kconfig").exists():
+            raise UserError(f"{tree} is not a kernel source tree (no Kconfig)",
+                            hint="give the top directory of a Linux source tree")
+        _text, bad = self._configure_into(ctx, tree, None, self.requests(ctx))
+        return tree / ".config", bad
+
+    def _configure_into(self, ctx: Context, tree: Path, out_dir: Path | None,
+                        reqs: list[kconfig.Request]) -> tuple[str, list[kconfig.NotTaken]]:
+        cfg = (out_dir or tree) / ".config"
+        base = self.options.get("base") or "defconfig"
+
+        def make(*targets: str, **kw: Any) -> None:
+            if out_dir is None:
+                ctx.run("make", "-C", tree, *self.make_env_args(), *self.options.get("make_args", []),
+                        *targets, **kw)
+            else:
+                self._make(ctx, tree, out_dir, *targets, **kw)
+
+        try:
+            if base in BASE_TARGETS or (base.endswith("config") and "/" not in base
+                                        and not ctx.resolve(base).exists()):
+                cfg.unlink(missing_ok=True)
+                make(base, capture=True, hint=f"is {base!r} a config target of this kernel?")
+            else:
+                p = ctx.resolve(base)
+                if not p.is_file():
+                    raise ConfigError(f"base config {p} does not exist", path="base",
+                                      hint="use defconfig, tinyconfig, allnoconfig or a .config path")
+                shutil.copyfile(p, cfg)
+            kconfig.apply_requests(cfg, reqs)
+            make("olddefconfig", capture=True)
+        except CommandFailed as e:
+            raise StageError(f"configuring the kernel failed: {e.message}", hint=e.hint) from None
+        text = cfg.read_text()
         values = kconfig.read_config(cfg)
         bad = kconfig.check_requests(reqs, values, None)
         if bad:
-            index = kconfig.KconfigIndex(tree.path, ARCHES[self.arch][1])
+            index = kconfig.KconfigIndex(tree, ARCHES[self.arch][1])
             bad = kconfig.check_requests(reqs, values, index)
         self._report(ctx, bad)
-        self._configured = Configured(tree, build_id, cfg_dir, build_dir, text, bad)
-        return self._configured
+        return text, bad
 
     def _report(self, ctx: Context, bad: list[kconfig.NotTaken]) -> None:
         # an option the user named that does not exist in this kernel is an error; the

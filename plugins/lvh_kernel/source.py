@@ -229,7 +229,8 @@ def _git(ctx: Context, *args: str | os.PathLike[str], what: str, spec: SourceSpe
     try:
         return ctx.run("git", *args, capture=True, **kw).stdout.strip()
     except CommandFailed as e:
-        last = next((ln.strip() for ln in reversed(e.result.tail) if ln.strip()), "")
+        lines = [ln.strip() for ln in e.result.tail if ln.strip()]
+        last = next((ln for ln in lines if ln.startswith(("fatal:", "error:"))), lines[-1] if lines else "")
         branch = f" (branch {spec.branch})" if spec.branch else ""
         raise StageError(
             f"git {what} failed for {spec.location}{branch}: {last}",
@@ -282,7 +283,12 @@ def git_fetch(ctx: Context, spec: SourceSpec, name: str) -> SourceTree:
     else:
         _git(ctx, "-C", bare, "remote", "add", remote, spec.location, what="remote", spec=spec)
     tracking = f"refs/remotes/{remote}/lvh-source"
-    _git(ctx, "-C", bare, "fetch", "--no-tags", remote, f"+{ref}:{tracking}", what="fetch", spec=spec)
+    try:
+        _git(ctx, "-C", bare, "fetch", "--no-tags", remote, f"+{ref}:{tracking}", what="fetch", spec=spec)
+    except StageError:
+        if remote not in remotes:  # leave no trace of a source that never fetched
+            ctx.run("git", "-C", bare, "remote", "remove", remote, check=False)
+        raise
     commit = _git(ctx, "-C", bare, "rev-parse", f"{tracking}^{{commit}}", what="rev-parse", spec=spec)
     branch = f"lvh/{remote}"
     if not (tree / ".git").exists():
