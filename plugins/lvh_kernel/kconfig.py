@@ -328,7 +328,10 @@ def evaluate(expr: str, values: dict[str, str]) -> str:
             return tok
         if tok.startswith('"'):
             return tok.strip('"')
-        return values.get(tok, "n")
+        if re.fullmatch(r"-?(0x[0-9a-fA-F]+|\d+)", tok):
+            return tok
+        v = values.get(tok, "n")
+        return v[1:-1] if len(v) >= 2 and v.startswith('"') and v.endswith('"') else v
 
     def primary() -> str:
         t = take()
