@@ -51,12 +51,13 @@ SMALL_KERNEL_OPTIONS: dict[str, Any] = {
 SMALL_KERNEL_NAME = "lvh-test-small"
 
 
-def test_cache() -> Path:
+def cache_root() -> Path:
     return Path(os.environ.get("LVH_TEST_CACHE", Path.home() / ".cache" / "lvh-tests"))
 
 
-def build_cached(options: dict[str, Any], name: str, root: Path) -> KernelArtifact:
-    """Build a kernel with the make driver, cached under ``root`` by the driver's key material."""
+def build_cached(options: dict[str, Any], name: str, root: Path, *, executor: Any = None) -> KernelArtifact:
+    """Build a kernel with the make driver, cached under ``root`` by the driver's key material.
+    ``executor``: a real-executor wrapper (tests record the commands run)."""
     from lvh_kernel.make import MakeBuilder
 
     from lvh.testing import make_context
@@ -68,7 +69,7 @@ def build_cached(options: dict[str, Any], name: str, root: Path) -> KernelArtifa
         try:
             drv = MakeBuilder(MakeBuilder.Options().load(options))
             stage = StageInfo(id=f"kernel:{name}", kind="kernel", driver="make", target=name)
-            ctx = make_context(scratch, real=True, stage=stage, state_dir=root / "state")
+            ctx = make_context(scratch, real=True, stage=stage, state_dir=root / "state", executor=executor)
             material = drv.key_material(ctx)
             key = hashlib.sha256(json.dumps(
                 {"driver": drv.name, "version": drv.version, "options": drv.options,
@@ -89,4 +90,4 @@ def build_cached(options: dict[str, Any], name: str, root: Path) -> KernelArtifa
 
 def small_kernel() -> KernelArtifact:
     """The small test kernel (built on the first call on this machine, then cached)."""
-    return build_cached(SMALL_KERNEL_OPTIONS, SMALL_KERNEL_NAME, test_cache() / "kernel")
+    return build_cached(SMALL_KERNEL_OPTIONS, SMALL_KERNEL_NAME, cache_root() / "kernel")

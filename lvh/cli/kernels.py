@@ -206,8 +206,8 @@ def list_(directory: Path, as_json: bool) -> None:
         built = None
         if link.exists():
             try:
-                built = json.loads((link / "artifact.json").read_text()).get("version")
-            except (OSError, ValueError):
+                built = json.loads((link / "artifact.json").read_text())["artifact"]["version"]
+            except (OSError, ValueError, KeyError, TypeError):
                 built = "?"
         rows.append({"name": k["name"], "url": k["url"], "opts": len(k.get("opts") or []),
                      "built": built, "path": str(link) if built else None})

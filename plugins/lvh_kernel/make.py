@@ -409,13 +409,16 @@ class MakeBuilder(KernelBuilder):
                            on_line=on_line)
             except CommandFailed as e:
                 log.flush()
+                shutil.copyfile(log_path, conf.build_dir / ".lvh-last-make.log")
                 first = "\n".join("    " + x for x in errors)
                 raise StageError(
                     f"kernel build failed (make exit code {e.result.returncode})"
                     + (f"\n  first errors:\n{first}" if first else "")
                     + "\n  last output:\n" + "\n".join("    " + x for x in e.result.tail[-20:]),
-                    hint=f"full make log: {log_path}",
+                    hint=f"full make log: {conf.build_dir / '.lvh-last-make.log'} (also kept with "
+                         "the failed build)",
                 ) from None
+        shutil.copyfile(log_path, conf.build_dir / ".lvh-last-make.log")
         if steps:
             count_file.write_text(str(steps))
 
