@@ -13,7 +13,9 @@ from lvh.api import Context, ToolMissing
 
 #: Modules loaded (with their dependencies) when present and not built in.
 BOOT_MODULES = [
-    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net", "ext4",
+    "virtio_pci", "virtio_mmio", "virtio_blk", "virtio_console", "virtio_net",
+    # ext4 asks the crypto API for crc32c at mount time (a soft dependency, not in modules.dep)
+    "crc32c_generic", "crc32c_intel", "ext4",
     "9pnet_virtio", "9p", "vmw_vsock_virtio_transport",
 ]
 
@@ -45,8 +47,10 @@ opts="$mode"
 [ -n "$flags" ] && opts="$opts,$flags"
 mkdir -p /newroot
 if ! mount -t "$fstype" -o "$opts" "$root" /newroot; then
-  echo "lvh initrd: cannot mount $root ($fstype); dropping to a shell" >&2
-  exec sh
+  echo "lvh initrd: cannot mount $root ($fstype)" >&2
+  grep -q lvh.initrd_shell /proc/cmdline && exec sh
+  echo "lvh initrd: powering off (add lvh.initrd_shell to the kernel command line for a shell)" >&2
+  poweroff -f
 fi
 umount /proc /sys
 mount --move /dev /newroot/dev 2>/dev/null || umount /dev
