@@ -16,6 +16,7 @@ The artifact (``ctx.out``) has upstream's ``tar-pkg`` layout: ``boot/vmlinuz-<ve
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import re
@@ -121,6 +122,10 @@ class Configured:
     build_dir: Path
     config_text: str
     not_taken: list[kconfig.NotTaken]
+
+
+#: Configure results of this process, by (state dir, kernel name, options).
+_CONFIGURED: dict[tuple[str, str, str], Configured] = {}
 
 
 class MakeBuilder(KernelBuilder):
@@ -257,8 +262,17 @@ class MakeBuilder(KernelBuilder):
         report the requested options that did not take (warning, or error when ``strict``)."""
         if self._configured is not None:
             return self._configured
+        memo_key = (str(state_dir(ctx)), self.kernel_name(ctx),
+                    json.dumps(self.options, sort_keys=True, default=str))
         reqs = self.requests(ctx)
         tree = self._source_tree(ctx)
+        memo = _CONFIGURED.get(memo_key)
+        if memo is not None and memo.tree.revision == tree.revision \
+                and (memo.config_dir / ".config").exists() \
+                and (memo.config_dir / ".config").read_text() == memo.config_text:
+            # the engine computes the key and builds with two driver instances: configure once
+            self._configured = memo
+            return memo
         name = source.safe_id(self.kernel_name(ctx))
         build_id = f"{tree.id}-{self.arch}-{name}"
         cfg_dir = state_dir(ctx) / "config" / build_id
@@ -267,6 +281,7 @@ class MakeBuilder(KernelBuilder):
         with self._lock(ctx, "config-" + build_id):
             text, bad = self._configure_into(ctx, tree.path, cfg_dir, reqs)
         self._configured = Configured(tree, build_id, cfg_dir, build_dir, text, bad)
+        _CONFIGURED[memo_key] = self._configured
         return self._configured
 
     def configure_tree(self, ctx: Context, tree: Path) -> tuple[Path, list[kconfig.NotTaken]]:
