@@ -162,7 +162,7 @@ def test_log_json_records_commands_and_library_is_quiet(conf, tmp_path):
     r = lvh("--log-json", "log.jsonl", "pipeline", "run", str(conf), "--only", "base", cwd=conf.parent)
     assert r.returncode == 0, r.stderr
     records = [json.loads(line)["record"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert any(rec["message"] == "image:base/rootfs: build (fake)" and rec["level"]["name"] == "DEBUG" for rec in records)
+    assert any(rec["message"] == "image:base/rootfs: build (fake)" for rec in records)
     # The summary closes the run on stderr.
     assert "image:base/disk" in r.stderr and "built" in r.stderr
     # Imported as a library, lvh logs nothing until a program enables it.
