@@ -218,7 +218,7 @@ def test_debian_kernel_boots_an_ext4_virtio_root_through_its_initrd(tmp_path, de
     img = tmp_path / "root.img"
     subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(root), str(img), "32M"], check=True)
     out = qemu("-M", "q35", "-kernel", str(k.image), "-initrd", str(k.initrd),
-               "-append", "console=ttyS0 root=/dev/vda rw quiet",
+               "-append", "console=ttyS0 root=/dev/vda rw quiet panic=-1",
                "-drive", f"file={img},if=virtio,format=raw")
     assert f"LVH-ROOT-OK {k.version} 1" in out, out[-2000:]
 
@@ -241,5 +241,5 @@ def test_small_kernel_boots_on_microvm_with_btf_and_bpf(tmp_path, kernel):
     ird = tmp_path / "ird.cpio.gz"
     subprocess.run(f"cd {tree} && find . | cpio -o -H newc --quiet | gzip > {ird}", shell=True, check=True)
     out = qemu("-M", "microvm", "-kernel", str(kernel.image), "-initrd", str(ird),
-               "-append", "console=ttyS0 quiet", timeout=120)
+               "-append", "console=ttyS0 quiet panic=-1", timeout=120)
     assert f"UNAME={kernel.version}" in out and "BTF=yes" in out and "BPF=yes" in out, out[-2000:]

@@ -21,7 +21,7 @@ from lvh_kernel.common import image_version
 from lvh_kernel.make import MakeBuilder
 
 from lvh import hookspecs
-from lvh.api import ConfigError, StageError, StageInfo, hookimpl
+from lvh.api import ConfigError, StageError, StageInfo, ToolMissing, UserError, hookimpl
 from lvh.testing import FakeExecutor, make_context
 from tests.kernels import SMALL_KERNEL_NAME, SMALL_KERNEL_OPTIONS, SOURCE, build_cached, cache_root, small_kernel
 
@@ -98,6 +98,27 @@ def test_unknown_group_is_a_config_error_before_any_command(tmp_path):
         drv.key_material(ctx)
     assert "basic, bpf, microvm, minimize, namespaces, virtio" in e.value.hint
     assert ex.commands == []
+
+
+def test_arm64_cross_build_arguments():
+    drv = MakeBuilder(MakeBuilder.Options().load({"source": "x", "arch": "aarch64", "make_args": ["W=1"]}))
+    assert drv.arch == "arm64" and drv.targets() == ["Image.gz", "modules"]
+    assert drv.make_env_args() == ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"]
+    own = MakeBuilder(MakeBuilder.Options().load({"source": "x", "arch": "arm64", "cross_compile": "my-"}))
+    assert own.make_env_args() == ["ARCH=arm64", "CROSS_COMPILE=my-"]
+    x86 = MakeBuilder(MakeBuilder.Options().load({"source": "x", "arch": "amd64"}))
+    assert x86.make_env_args() == ["ARCH=x86_64"] and x86.targets() == ["bzImage", "modules"]
+    with pytest.raises(UserError, match="unsupported kernel arch"):
+        MakeBuilder(MakeBuilder.Options().load({"source": "x", "arch": "sparc"})).make_env_args()
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-gcc") is not None, reason="a cross compiler is installed")
+def test_missing_cross_compiler_is_a_clear_error(tmp_path):
+    ex = FakeExecutor()
+    drv = MakeBuilder(MakeBuilder.Options().load({"source": str(tmp_path), "arch": "arm64"}))
+    with pytest.raises(ToolMissing, match="aarch64-linux-gnu-gcc") as e:
+        drv.key_material(make_context(tmp_path, executor=ex))
+    assert e.value.hint == "apt-get install gcc-aarch64-linux-gnu" and ex.commands == []
 
 
 def test_bad_option_forms_fail_validation():

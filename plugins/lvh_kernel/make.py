@@ -38,6 +38,7 @@ from lvh.api import (
     Requirement,
     Schema,
     StageError,
+    ToolMissing,
     UserError,
     fields,
     hash_path,
@@ -265,6 +266,7 @@ class MakeBuilder(KernelBuilder):
         memo_key = (str(state_dir(ctx)), self.kernel_name(ctx),
                     json.dumps(self.options, sort_keys=True, default=str))
         reqs = self.requests(ctx)
+        self._check_compiler()
         tree = self._source_tree(ctx)
         memo = _CONFIGURED.get(memo_key)
         if memo is not None and memo.tree.revision == tree.revision \
@@ -349,13 +351,24 @@ class MakeBuilder(KernelBuilder):
 
     # -- key ------------------------------------------------------------------------------
 
-    def compiler_version(self, ctx: Context) -> str:
+    def _compiler(self) -> str:
         cross = next((a.split("=", 1)[1] for a in self.make_env_args() if a.startswith("CROSS_COMPILE=")), "")
         cc = f"{cross}gcc"
         for a in self.options.get("make_args", []):
             if a.startswith("CC="):
                 cc = a.split("=", 1)[1]
-        r = ctx.run(cc, "--version", capture=True, check=False)
+        return cc
+
+    def _check_compiler(self) -> None:
+        cc = self._compiler()
+        if shutil.which(cc.split()[0]) is None:
+            pkg = {"aarch64-linux-gnu-gcc": "gcc-aarch64-linux-gnu",
+                   "x86_64-linux-gnu-gcc": "gcc-x86-64-linux-gnu"}.get(cc, "build-essential")
+            raise ToolMissing(cc, hint=f"apt-get install {pkg}", needed_by=f"building a {self.arch} kernel")
+
+    def compiler_version(self, ctx: Context) -> str:
+        cc = self._compiler()
+        r = ctx.run(*cc.split(), "--version", capture=True, check=False)
         return r.stdout.splitlines()[0] if r.returncode == 0 and r.stdout else f"{cc}: not found"
 
     def key_material(self, ctx: Context) -> Mapping[str, Any]:
