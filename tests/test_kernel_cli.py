@@ -58,6 +58,40 @@ def one_line_error(r: subprocess.CompletedProcess, code: int = 2) -> str:
     return errs[0]
 
 
+HOOK_MODULE = """\
+import click
+from lvh.api import hookimpl
+
+
+@click.command()
+@click.argument("name")
+def push(name):
+    \"\"\"Push a kernel.\"\"\"
+    click.echo(f"pushed {name}")
+
+
+@hookimpl
+def lvh_cli_commands(cli):
+    cli.get_command(None, "kernels").add_command(push)
+"""
+
+
+def test_a_hook_plugin_adds_commands_to_the_kernels_group(shim, tmp_path):
+    site = tmp_path / "site"
+    info = site / "kpush-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: kpush\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lvh.hooks]\nkpush = kpushhooks\n")
+    (site / "kpushhooks.py").write_text(HOOK_MODULE)
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}:{shim}:{site}")
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "k", "push", "k61"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout == "pushed k61\n", r.stderr
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "kernels", "--help"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert "Push a kernel." in r.stdout and "raw_configure" in r.stdout
+
+
 def test_init_add_list_remove(lvh, tmp_path):
     from lvh_kernel.groups import group_options
 

@@ -91,7 +91,28 @@ def _driver(directory: Path, name: str, arch: str | None = None) -> tuple[Any, A
     return drv, _context(directory, name)
 
 
-@click.group()
+class _OpenGroup(click.Group):
+    """A group other plugins extend through the ``lvh_cli_commands`` hook (``push``, ``pull``,
+    ``catalog``): the core knows ``kernels``, so the hooks are loaded here, on demand."""
+
+    def _hooks(self) -> None:
+        from lvh.cli.main import cli
+
+        cli._load_hook_commands()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None:
+            self._hooks()
+            cmd = super().get_command(ctx, cmd_name)
+        return cmd
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._hooks()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=_OpenGroup)
 def kernels() -> None:
     """Manage and build kernels listed in D/kernels.json (upstream's format)."""
 
