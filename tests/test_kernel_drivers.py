@@ -243,3 +243,32 @@ def test_small_kernel_boots_on_microvm_with_btf_and_bpf(tmp_path, kernel):
     out = qemu("-M", "microvm", "-kernel", str(kernel.image), "-initrd", str(ird),
                "-append", "console=ttyS0 quiet panic=-1", timeout=120)
     assert f"UNAME={kernel.version}" in out and "BTF=yes" in out and "BPF=yes" in out, out[-2000:]
+
+
+def _archive_reachable() -> bool:
+    import urllib.request
+
+    try:
+        urllib.request.urlopen("http://deb.debian.org/debian/dists/bookworm/Release", timeout=10).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="dpkg-deb not installed")
+def test_debian_from_the_archive_index_without_apt(tmp_path):
+    if not _archive_reachable():
+        pytest.skip("deb.debian.org is not reachable")
+    ctx = make_context(tmp_path, real=True)
+    drv = DebianKernel(DebianKernel.Options().load({"package": "linux-image-amd64", "suite": "bookworm",
+                                                    "initrd": False}))
+    key = drv.key_material(ctx)
+    assert key["package"].startswith("linux-image-6.1.0-") and key["sha256"]  # the meta package followed
+    art = drv.build(ctx)
+    assert art.version == key["package"].removeprefix("linux-image-")
+    assert (art.modules / "lib" / "modules" / art.version / "modules.dep").exists() and art.initrd is None
+    bad = DebianKernel(DebianKernel.Options().load({"package": "linux-image-amd64", "suite": "no-such-suite"}))
+    with pytest.raises(StageError, match="cannot read the Packages index") as e:
+        bad.key_material(ctx)
+    assert "suite" in e.value.hint
