@@ -1,0 +1,178 @@
+"""A real OCI registry for tests: Debian's ``docker-registry`` (distribution 2.x) on 127.0.0.1.
+
+``registry`` (session-scoped) starts one server on a free port with a temporary storage dir, waits
+until ``/v2/`` answers, yields a :class:`RegistryServer`, and stops it after the session. Tests skip
+with a clear reason only when the binary is absent (``apt-get install docker-registry``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REGISTRY_BIN = os.environ.get("LVH_TEST_REGISTRY_BIN") or shutil.which("docker-registry") or (
+    "/usr/bin/docker-registry" if Path("/usr/bin/docker-registry").exists() else None)
+
+CONFIG = """\
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:{port}
+"""
+
+
+@dataclass
+class RegistryServer:
+    """A running registry: ``host`` is ``127.0.0.1:PORT`` (use it in references)."""
+
+    host: str
+    port: int
+    storage: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the filesystem driver keeps a blob's bytes (to corrupt it in a test)."""
+        algo, hexd = digest.split(":", 1)
+        return (self.storage / "docker/registry/v2/blobs" / algo / hexd[:2] / hexd / "data")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_registry(workdir: Path, timeout: float = 20.0) -> RegistryServer:
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
+    storage = workdir / "storage"
+    storage.mkdir(parents=True, exist_ok=True)
+    last_error = ""
+    for _attempt in range(3):  # a free port may be taken between probe and bind: retry
+        port = _free_port()
+        cfg = workdir / "config.yml"
+        cfg.write_text(CONFIG.format(storage=storage, port=port))
+        log = workdir / "registry.log"
+        with log.open("wb") as fh:
+            proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=fh, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
+                    if r.status == 200:
+                        return RegistryServer(f"127.0.0.1:{port}", port, storage, log, proc)
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.05)
+        stop_registry(proc)
+        last_error = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"docker-registry did not start: {last_error}")
+
+
+def stop_registry(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def registry() -> Iterator[RegistryServer]:
+    tmp = Path(tempfile.mkdtemp(prefix="lvh-registry-"))
+    server = start_registry(tmp)
+    try:
+        yield server
+    finally:
+        stop_registry(server.proc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --- small, real test artifacts ---------------------------------------------------------------
+
+
+def make_disk(root: Path, name: str = "base", *, random_mb: int = 3, seed: int = 1) -> Path:
+    """A qcow2 image (64 MiB virtual) holding ``random_mb`` MiB of incompressible data and holes,
+    made with the real ``qemu-img``. Returns its path."""
+    import random
+
+    qemu_img = shutil.which("qemu-img")
+    if qemu_img is None:
+        pytest.skip("qemu-img is not installed (apt-get install qemu-utils)")
+    root.mkdir(parents=True, exist_ok=True)
+    raw = root / f"{name}.raw"
+    rng = random.Random(seed)
+    with raw.open("wb") as fh:
+        fh.truncate(64 * 1024**2)
+        fh.seek(1024**2)
+        fh.write(rng.randbytes(random_mb * 1024**2))
+        fh.seek(40 * 1024**2)
+        fh.write(b"lvh-test-marker" * 100)
+    out = root / f"{name}.qcow2"
+    subprocess.run([qemu_img, "convert", "-O", "qcow2", str(raw), str(out)], check=True)
+    raw.unlink()
+    return out
+
+
+def make_kernel_dir(root: Path, version: str = "6.1.0-lvhtest", *, seed: int = 2) -> Path:
+    """A kernel in upstream's layout: boot/vmlinuz-<v> (this host's real kernel when there is one,
+    else random bytes), boot/config-<v>, boot/System.map-<v>, lib/modules/<v>/{modules.dep,kernel/…}."""
+    import glob
+    import random
+
+    rng = random.Random(seed)
+    boot = root / "boot"
+    mods = root / "lib" / "modules" / version
+    (mods / "kernel" / "net").mkdir(parents=True, exist_ok=True)
+    boot.mkdir(parents=True, exist_ok=True)
+    host = sorted(glob.glob("/boot/vmlinuz-*"))
+    if host and os.access(host[-1], os.R_OK):
+        shutil.copyfile(host[-1], boot / f"vmlinuz-{version}")
+    else:
+        (boot / f"vmlinuz-{version}").write_bytes(rng.randbytes(2 * 1024**2))
+    (boot / f"config-{version}").write_text("CONFIG_BPF=y\nCONFIG_VIRTIO_BLK=y\n")
+    (boot / f"System.map-{version}").write_text("ffffffff81000000 T _text\n")
+    (mods / "modules.dep").write_text("kernel/net/dummy.ko:\n")
+    (mods / "kernel" / "net" / "dummy.ko").write_bytes(rng.randbytes(300 * 1024))
+    (mods / "modules.builtin").write_text("kernel/fs/ext4/ext4.ko\n")
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """{relative path: sha256} of every regular file under ``root`` (artifact.json excluded)."""
+    import hashlib
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and not p.is_symlink() and p.name != "artifact.json":
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
