@@ -8,16 +8,23 @@ import json
 from pathlib import Path
 
 import pytest
-
-from lvh.api import DiskArtifact, KernelArtifact, RootfsArtifact, UserError
 from lvh_oci import transfer
 from lvh_oci.reference import parse_platform
-from tests.registry_fixture import make_disk, make_kernel_dir, registry, tree_digest  # noqa: F401
+
+from lvh.api import DiskArtifact, KernelArtifact, RootfsArtifact, UserError
+from tests import registry_fixture
+from tests.registry_fixture import make_disk, make_kernel_dir, tree_digest
+
+registry = registry_fixture.registry
 
 pytestmark = pytest.mark.e2e
 
 KEY_DISK = "d" * 64
 KEY_KERNEL = "k" * 64
+
+
+def _on(platform: str) -> transfer.Options:
+    return transfer.Options(platform=parse_platform(platform))
 
 
 def _disk_entry(tmp: Path) -> DiskArtifact:
@@ -48,7 +55,8 @@ def test_disk_push_pull_lvh_format_is_byte_identical_and_lands_in_cache(registry
     entry = work / "cache" / "disk" / KEY_DISK
     assert got.artifact.root == entry and got.format == "lvh" and got.name == "base"
     assert got.artifact.path == entry / "base.qcow2"
-    assert hashlib.sha256(got.artifact.path.read_bytes()).digest() == hashlib.sha256(src.path.read_bytes()).digest()
+    assert hashlib.sha256(got.artifact.path.read_bytes()).digest() == \
+        hashlib.sha256(src.path.read_bytes()).digest()
     saved = json.loads((entry / "artifact.json").read_text())
     assert saved["key"] == KEY_DISK and saved["format"] == "qcow2" and saved["path"] == "@root/base.qcow2"
     assert saved["meta"]["built_by"] == "test" and saved["meta"]["oci"]["digest"] == got.digest
@@ -123,11 +131,11 @@ def test_platform_index_merges_architectures(registry, tmp_path):
     a = transfer.push(src, ref, name="base", opts=amd, platform_explicit=True)
     b = transfer.push(src, ref, name="base", opts=arm, platform_explicit=True)
     assert a.digest != b.digest
-    got_arm = transfer.pull(ref, "disk", tmp_path / "w1", opts=transfer.Options(platform=parse_platform("linux/arm64")))
-    got_amd = transfer.pull(ref, "disk", tmp_path / "w2", opts=transfer.Options(platform=parse_platform("linux/amd64")))
+    got_arm = transfer.pull(ref, "disk", tmp_path / "w1", opts=_on("linux/arm64"))
+    got_amd = transfer.pull(ref, "disk", tmp_path / "w2", opts=_on("linux/amd64"))
     assert (got_arm.digest, got_amd.digest) == (b.digest, a.digest)
     with pytest.raises(UserError, match="no image for platform linux/riscv64"):
-        transfer.pull(ref, "disk", tmp_path / "w3", opts=transfer.Options(platform=parse_platform("linux/riscv64")))
+        transfer.pull(ref, "disk", tmp_path / "w3", opts=_on("linux/riscv64"))
 
 
 def test_missing_tag_is_one_clear_error(registry, tmp_path):

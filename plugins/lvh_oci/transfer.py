@@ -317,9 +317,16 @@ def _load_entry(entry: Path, kind: str) -> Artifact | None:
     return KINDS[kind].from_json(data, entry)
 
 
+def image_stem(filename: str) -> str:
+    """``kind_6.1.qcow2.zst`` → ``kind_6.1``."""
+    for suffix in (".zst", ".qcow2", ".img", ".raw"):
+        filename = filename.removesuffix(suffix)
+    return filename
+
+
 def _default_name(kind: str, ref: Reference, art: Artifact) -> str:
     if kind == "disk" and isinstance(art, DiskArtifact) and art.path.name:
-        return art.path.name.split(".")[0]
+        return image_stem(art.path.name)
     if ref.tag:
         return ref.tag
     return ref.repository.rsplit("/", 1)[-1]
@@ -377,7 +384,7 @@ def _extract_upstream(res: Resolved, kind: str, layers: list[Path], work: Path, 
             if not rel.startswith(prefix) or "/" in rel[len(prefix):]:
                 return None
             base = rel[len(prefix):]
-            if name and base.split(".")[0] != name:
+            if name and image_stem(base) != name:
                 return None
             return base if base.endswith(exts) or base.startswith(".wh.") else None
 
@@ -479,7 +486,6 @@ def flatten_layers(layers: list[Path], descs: list[dict[str, Any]], out: Path, *
     for i, (p, d) in enumerate(zip(layers, descs, strict=True)):
         with open_decompressed(p, _layer_compression(d)) as stream, \
                 tarfile.open(fileobj=stream, mode="r|") as tf:
-            seen_here: set[str] = set()
             for m in tf:
                 rel = safe_name(m.name, source)
                 if rel is None:
@@ -502,7 +508,6 @@ def flatten_layers(layers: list[Path], descs: list[dict[str, Any]], out: Path, *
                         for k in [k for k in owner if k.startswith(rel + "/") and owner[k] < i]:
                             del owner[k]
                     owner[rel] = i
-                    seen_here.add(rel)
                 if len(owner) > limits.max_entries:
                     raise UnsafeArchive(f"more than {limits.max_entries} entries", source)
     total = 0
@@ -616,9 +621,7 @@ def push(artifact: Artifact, ref: str | Reference, *, name: str, fmt: str = "lvh
             _check_files(art, art.root, r)
             layer = tmp / "layer"
             if fmt == "lvh":
-                items = [(n, p, None) for n, p in tree_entries(art.root) if n != "artifact.json"]
-                if isinstance(art, DiskArtifact) and art.root == tmp:  # flattened copy: only it
-                    items = [(art.path.name, art.path, None)]
+                items = artifact_items(art)
                 digest, size, diff_id = make_layer(layer, items, "zstd")
                 layer_type = media.LAYER_ZSTD
                 adata = art.to_json()
@@ -663,6 +666,25 @@ def push(artifact: Artifact, ref: str | Reference, *, name: str, fmt: str = "lvh
                 else:
                     client.put_manifest(r.repository, tag, body, media.OCI_MANIFEST)
     return PushResult(r.with_tag(tags[0]).with_digest(mdigest), mdigest, tags, fmt, uploaded)
+
+
+def artifact_items(art: Artifact) -> list[tuple[str, Path | None, Any]]:
+    """The tar items of an artifact: every file it names (a directory with its tree) and their
+    parent directories, relative to its root, sorted — not whatever else lies beside them."""
+    items: dict[str, Path] = {}
+    root = art.root
+    for f in art.files():
+        rel = f.relative_to(root).as_posix()
+        rel = "" if rel == "." else rel
+        parts = rel.split("/") if rel else []
+        for i in range(1, len(parts)):
+            items.setdefault("/".join(parts[:i]), root.joinpath(*parts[:i]))
+        if rel:
+            items[rel] = f
+        if f.is_dir() and not f.is_symlink():
+            for n, p in tree_entries(f, rel):
+                items[n] = p
+    return [(n, items[n], None) for n in sorted(items)]
 
 
 def _put_in_index(client: RegistryClient, r: Reference, tag: str, body: bytes, mdigest: str,
