@@ -243,7 +243,7 @@ def _cache_key(res: Resolved, kind: str, name: str) -> str:
 
 
 def pull(ref: str | Reference, kind: str, workdir: Path, *, opts: Options | None = None,
-         name: str | None = None, out: Path | None = None) -> PullResult:
+         name: str | None = None, out: Path | None = None, tmp: Path | None = None) -> PullResult:
     """Pull the artifact ``ref`` names, of ``kind`` (``disk``, ``kernel`` or ``rootfs``).
 
     ``out`` None: land it in ``<workdir>/cache/<kind>/<key>/`` (nothing fetched if it is there).
@@ -267,7 +267,7 @@ def pull(ref: str | Reference, kind: str, workdir: Path, *, opts: Options | None
                                   fmt, 0, True)
         layers, fetched = _download_layers(client, res, workdir, opts)
     tmp_parent = _state(workdir, "tmp")
-    work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp_parent if out is None else out.parent))
+    work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp_parent if out is None or tmp is None else tmp))
     try:
         if res.is_lvh:
             root = work
@@ -287,7 +287,7 @@ def pull(ref: str | Reference, kind: str, workdir: Path, *, opts: Options | None
         art.meta.setdefault("oci", {}).update({"ref": str(r), "digest": res.digest, "format": fmt})
         if out is not None:
             for child in root.iterdir():
-                os.replace(child, out / child.name)
+                shutil.move(child, out / child.name)
             art = art.rebased(out)
         else:
             entry.parent.mkdir(parents=True, exist_ok=True)
