@@ -14,9 +14,11 @@ runs:
       include: [{kernel: bpf-next, image: tools, test: "bpftool prog"}]
 ```
 
-Expanded names are ``<name>-<axis>=<value>-…`` in axis order (``smoke-kernel=k61-image=base-
-test=1``); a value that is not a short word (spaces, slashes, > 32 chars) is named by its
-1-based index on its axis. ``${{ matrix.X }}`` in any string of the run is replaced by the value.
+Expanded names are ``<name>-<value>-<value>…`` in axis order (``smoke-k61-base-test1``), within
+the config's name rules (``[A-Za-z0-9][A-Za-z0-9._+-]{0,63}``): a value that is not a short word
+(spaces, slashes, more than 32 characters) is named ``<axis><index>`` (1-based on its axis), and a
+name that would pass 64 characters ends in a hash of its values instead.
+``${{ matrix.X }}`` in any string of the run is replaced by the value.
 GitHub's ``include``/``exclude`` semantics, simplified: ``exclude`` removes every combination it
 matches; an ``include`` entry extends the combinations that agree with it on the axes it shares
 with them, and is added as a combination of its own when it agrees with none.
@@ -30,12 +32,23 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lvh.api import ConfigError
+__all__ = ["MatrixError", "expand_runs", "github_matrix"]
 
-__all__ = ["expand_runs", "github_matrix"]
+
+class MatrixError(ValueError):
+    """A malformed matrix. ``path`` is where in the runs list (``runs[0].matrix.exclude``), ``hint``
+    how to fix it; ``str()`` is the message alone, for the config loader to locate."""
+
+    def __init__(self, message: str, *, path: str = "", hint: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.hint = hint
+
+
 
 _REF = re.compile(r"\$\{\{\s*matrix\.([A-Za-z_][A-Za-z0-9_-]*)\s*\}\}")
-_WORD = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+_WORD = re.compile(r"^[A-Za-z0-9._+-]{1,32}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 #: Keys of a run that a matrix axis of the same name sets (everything else is a free variable).
 RUN_KEYS = frozenset({"runner", "image", "kernel", "command", "cpus", "memory", "cmdline", "timeout",
                       "boot_timeout", "ports", "host_mounts", "ssh", "accel", "daemonize", "root_device"})
@@ -44,17 +57,17 @@ _SPECIAL = ("include", "exclude")
 
 def _axes(matrix: Any, where: str) -> dict[str, list[Any]]:
     if not isinstance(matrix, Mapping):
-        raise ConfigError("matrix must be a mapping of axis names to lists of values", path=where,
+        raise MatrixError("matrix must be a mapping of axis names to lists of values", path=where,
                           hint="e.g. matrix: {kernel: [k61, k66], image: [base]}")
     axes: dict[str, list[Any]] = {}
     for k, v in matrix.items():
         if k in _SPECIAL:
             continue
         if not isinstance(k, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_-]*$", k):
-            raise ConfigError(f"bad matrix axis name {k!r}", path=where, hint="use letters, digits, _ and -")
+            raise MatrixError(f"bad matrix axis name {k!r}", path=where, hint="use letters, digits, _ and -")
         vals = list(v) if isinstance(v, (list, tuple)) else [v]
         if not vals:
-            raise ConfigError(f"matrix axis {k!r} has no values", path=f"{where}.{k}",
+            raise MatrixError(f"matrix axis {k!r} has no values", path=f"{where}.{k}",
                               hint="give at least one value, or remove the axis")
         axes[k] = vals
     return axes
@@ -63,7 +76,7 @@ def _axes(matrix: Any, where: str) -> dict[str, list[Any]]:
 def _entries(matrix: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:
     v = matrix.get(key) or []
     if not isinstance(v, list) or not all(isinstance(e, Mapping) for e in v):
-        raise ConfigError(f"matrix.{key} must be a list of mappings", path=f"{where}.{key}",
+        raise MatrixError(f"matrix.{key} must be a list of mappings", path=f"{where}.{key}",
                           hint=f"e.g. {key}: [{{kernel: k61, image: base}}]")
     return [dict(e) for e in v]
 
@@ -76,7 +89,7 @@ def _combinations(matrix: Mapping[str, Any], where: str) -> tuple[list[str], lis
     for ex in _entries(matrix, "exclude", where):
         unknown = set(ex) - set(names)
         if unknown:
-            raise ConfigError(f"matrix.exclude names axes that do not exist: {', '.join(sorted(unknown))}",
+            raise MatrixError(f"matrix.exclude names axes that do not exist: {', '.join(sorted(unknown))}",
                               path=f"{where}.exclude", hint=f"axes: {', '.join(names) or 'none'}")
         combos = [c for c in combos if any(c.get(k) != v for k, v in ex.items())]
     orig = list(names)
@@ -94,14 +107,24 @@ def _combinations(matrix: Mapping[str, Any], where: str) -> tuple[list[str], lis
             if k not in names:
                 names.append(k)
     if not combos:
-        raise ConfigError("the matrix expands to no runs (everything excluded?)", path=where,
+        raise MatrixError("the matrix expands to no runs (everything excluded?)", path=where,
                           hint="check matrix.exclude")
     return names, combos
 
 
 def _label(axis: str, value: Any, index: int) -> str:
     text = str(value).lower() if isinstance(value, bool) else str(value)
-    return f"{axis}={text if _WORD.match(text) else index}"
+    return text if _WORD.match(text) else f"{axis}{index}"
+
+
+def _run_name(base: str, labels: list[str]) -> str:
+    name = "-".join([base, *labels]) if labels else base
+    if _NAME.match(name) or not labels:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256("\0".join(labels).encode()).hexdigest()[:10]
+    return f"{base[:52]}-{digest}"
 
 
 def _substitute(value: Any, combo: Mapping[str, Any], where: str) -> Any:
@@ -109,7 +132,7 @@ def _substitute(value: Any, combo: Mapping[str, Any], where: str) -> Any:
         def repl(m: re.Match[str]) -> str:
             k = m.group(1)
             if k not in combo:
-                raise ConfigError(f"${{{{ matrix.{k} }}}} names no axis of this run's matrix", path=where,
+                raise MatrixError(f"${{{{ matrix.{k} }}}} names no axis of this run's matrix", path=where,
                                   hint=f"axes: {', '.join(combo) or 'none'}")
             return str(combo[k])
 
@@ -130,7 +153,7 @@ def _expand(runs: Sequence[Mapping[str, Any]]) -> list[tuple[dict[str, Any], dic
     for i, run in enumerate(runs):
         where = f"runs[{i}]"
         if not isinstance(run, Mapping):
-            raise ConfigError("a run must be a mapping", path=where, hint="e.g. - {name: smoke, image: base}")
+            raise MatrixError("a run must be a mapping", path=where, hint="e.g. - {name: smoke, image: base}")
         if "matrix" not in run:
             out.append((copy.deepcopy(dict(run)), {}, where))
             continue
@@ -147,15 +170,15 @@ def _expand(runs: Sequence[Mapping[str, Any]]) -> list[tuple[dict[str, Any], dic
                 if k in RUN_KEYS:
                     r[k] = copy.deepcopy(v)
             r = _substitute(r, c, where)
-            label = "-".join(_label(k, c[k], indexes[k].index(c[k]) + 1) for k in names if k in c)
-            r["name"] = f"{base.get('name', 'run')}-{label}" if label else str(base.get("name", "run"))
+            labels = [_label(k, c[k], indexes[k].index(c[k]) + 1) for k in names if k in c]
+            r["name"] = _run_name(str(base.get("name", "run")), labels)
             out.append((r, dict(c), where))
     seen: dict[str, str] = {}
     for r, _, where in out:
         n = str(r.get("name", ""))
         if n and n in seen:
-            raise ConfigError(f"two runs are named {n!r} ({seen[n]} and {where})", path=where,
-                              hint="rename one; matrix runs are named <name>-<axis>=<value>-…")
+            raise MatrixError(f"two runs are named {n!r} ({seen[n]} and {where})", path=where,
+                              hint="rename one; matrix runs are named <name>-<value>-<value>…")
         if n:
             seen[n] = where
     return [(r, v) for r, v, _ in out]
@@ -163,8 +186,9 @@ def _expand(runs: Sequence[Mapping[str, Any]]) -> list[tuple[dict[str, Any], dic
 
 def expand_runs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Expand every run that has a ``matrix:`` into one run per combination (see the module doc);
-    runs without one are returned as they are (copied). Raises :class:`ConfigError` (with a
-    ``runs[i]…`` path) for a malformed matrix, an unknown ``${{ matrix.X }}``, or duplicate names."""
+    runs without one are returned as they are (copied). Raises :class:`MatrixError` (a
+    ValueError with ``path`` like ``runs[i].matrix`` and a ``hint``) for a malformed matrix, an
+    unknown ``${{ matrix.X }}``, or duplicate names."""
     return [r for r, _ in _expand(runs)]
 
 
@@ -175,7 +199,9 @@ def github_matrix(config: Any) -> dict[str, Any]:
     ``strategy: {matrix: ${{ fromJSON(needs.plan.outputs.matrix) }}}`` and run
     ``lvh pipeline run conf.yaml --run ${{ matrix.run }}`` in the job."""
     runs = config.get("runs") if isinstance(config, Mapping) else getattr(config, "runs", None)
-    runs = [_as_dict(r) for r in (runs or [])]
+    if isinstance(runs, Mapping):  # a loaded Config keeps its runs by name
+        runs = list(runs.values())
+    runs = [_as_dict(r) for r in (runs or [])]  # type: ignore[union-attr]
     include = []
     for run, values in _expand(runs):
         entry: dict[str, Any] = {"run": run.get("name")}

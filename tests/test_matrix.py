@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from lvh.api import ConfigError
-from lvh.matrix import expand_runs, github_matrix
+from lvh.matrix import MatrixError, expand_runs, github_matrix
 
 
 def test_run_without_matrix_is_unchanged_and_copied():
@@ -21,8 +20,8 @@ def test_kernel_by_image_expands_in_axis_order_with_names():
     out = expand_runs([{"name": "smoke", "runner": "microvm", "command": "uname -r",
                         "matrix": {"kernel": ["k61", "k66"], "image": ["base", "tools"]}}])
     assert [(r["name"], r["kernel"], r["image"]) for r in out] == [
-        ("smoke-kernel=k61-image=base", "k61", "base"), ("smoke-kernel=k61-image=tools", "k61", "tools"),
-        ("smoke-kernel=k66-image=base", "k66", "base"), ("smoke-kernel=k66-image=tools", "k66", "tools")]
+        ("smoke-k61-base", "k61", "base"), ("smoke-k61-tools", "k61", "tools"),
+        ("smoke-k66-base", "k66", "base"), ("smoke-k66-tools", "k66", "tools")]
     assert all("matrix" not in r and r["runner"] == "microvm" and r["command"] == "uname -r" for r in out)
 
 
@@ -30,7 +29,7 @@ def test_commands_axis_named_by_index_and_references_substituted():
     out = expand_runs([{"name": "t", "image": "base", "command": "cd /host && ${{ matrix.test }}",
                         "cmdline": ["lvh.case=${{matrix.test}}"],
                         "matrix": {"kernel": ["k61"], "test": ["make check", "ip link"]}}])
-    assert [r["name"] for r in out] == ["t-kernel=k61-test=1", "t-kernel=k61-test=2"]
+    assert [r["name"] for r in out] == ["t-k61-test1", "t-k61-test2"]
     assert [r["command"] for r in out] == ["cd /host && make check", "cd /host && ip link"]
     assert out[1]["cmdline"] == ["lvh.case=ip link"]
     assert "test" not in out[0]  # a free axis sets no run key
@@ -40,7 +39,7 @@ def test_command_axis_sets_the_command_and_whole_references_keep_types():
     out = expand_runs([{"name": "c", "image": "base", "cpus": "${{ matrix.n }}",
                         "matrix": {"command": ["true", "false"], "n": [1, 4]}}])
     assert [(r["command"], r["cpus"]) for r in out] == [("true", 1), ("true", 4), ("false", 1), ("false", 4)]
-    assert out[0]["name"] == "c-command=true-n=1"
+    assert out[0]["name"] == "c-true-1"
 
 
 def test_include_and_exclude():
@@ -52,7 +51,7 @@ def test_include_and_exclude():
     got = {(r["kernel"], r["image"]): r for r in out}
     assert set(got) == {("k61", "base"), ("k66", "base"), ("k66", "tools"), ("bpf-next", "tools")}
     assert got[("k66", "tools")]["cpus"] == 4 and "cpus" not in got[("k66", "base")]
-    assert got[("bpf-next", "tools")]["name"] == "m-kernel=bpf-next-image=tools"
+    assert got[("bpf-next", "tools")]["name"] == "m-bpf-next-tools"
 
 
 def test_scalar_axis_is_one_value():
@@ -67,11 +66,11 @@ def test_scalar_axis_is_one_value():
     ([{"name": "a", "matrix": {"kernel": ["x"], "exclude": [{"kernel": "x"}]}}], "no runs", "runs[0].matrix"),
     ([{"name": "a", "matrix": {"kernel": ["x"], "exclude": [{"colour": "x"}]}}], "do not exist",
      "runs[0].matrix.exclude"),
-    ([{"name": "a-kernel=x"}, {"name": "a", "matrix": {"kernel": ["x"]}}], "two runs are named", "runs[1]"),
+    ([{"name": "a-x"}, {"name": "a", "matrix": {"kernel": ["x"]}}], "two runs are named", "runs[1]"),
     (["smoke"], "must be a mapping", "runs[0]"),
 ])
 def test_errors_are_config_errors_with_a_path(runs, match, path):
-    with pytest.raises(ConfigError, match=match) as ei:
+    with pytest.raises(MatrixError, match=match) as ei:
         expand_runs(runs)
     assert ei.value.path == path and ei.value.hint
 
@@ -84,8 +83,8 @@ def test_github_matrix_has_one_include_per_run():
     m = github_matrix(cfg)
     assert m == {"include": [
         {"run": "plain", "image": "base"},
-        {"run": "smoke-kernel=k61-go=1.22", "image": "base", "kernel": "k61", "go": "1.22"},
-        {"run": "smoke-kernel=k66-go=1.22", "image": "base", "kernel": "k66", "go": "1.22"},
+        {"run": "smoke-k61-1.22", "image": "base", "kernel": "k61", "go": "1.22"},
+        {"run": "smoke-k66-1.22", "image": "base", "kernel": "k66", "go": "1.22"},
     ]}
     json.dumps(m)  # what `lvh pipeline matrix --format github` prints
 
@@ -102,3 +101,35 @@ def test_github_matrix_accepts_loaded_config_objects():
         runs = [Run("a", Img())]
 
     assert github_matrix(Cfg()) == {"include": [{"run": "a", "image": "base"}]}
+
+
+def test_names_follow_the_config_name_rules():
+    import re
+
+    long = "x" * 40
+    out = expand_runs([{"name": "smoke", "matrix": {"kernel": [long, long + "y"], "image": ["a/b", "c d"]}}])
+    names = [r["name"] for r in out]
+    assert all(re.match(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$", n) for n in names), names
+    assert len(set(names)) == 4 and "smoke-kernel1-image2" in names
+
+
+def test_the_config_loader_expands_a_matrix(tmp_path):
+    pytest.importorskip("lvh_qemu", reason="the microvm runner is not on this branch")
+    from lvh.config import load_config
+
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("""api_version: 1
+kernels:
+  - {name: k61, builder: oci, ref: "127.0.0.1:1/kernels:6.1-main"}
+  - {name: k66, builder: oci, ref: "127.0.0.1:1/kernels:6.6-main"}
+runs:
+  - name: smoke
+    runner: microvm
+    kernel: k61
+    command: "echo ${{ matrix.word }}"
+    matrix: {kernel: [k61, k66], word: [hi]}
+""")
+    cfg = load_config(conf)
+    assert sorted(cfg.runs) == ["smoke-k61-hi", "smoke-k66-hi"]
+    assert cfg.runs["smoke-k66-hi"].command == "echo hi"
+    assert github_matrix(cfg)["include"][0]["run"] in cfg.runs
