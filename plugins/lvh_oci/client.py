@@ -237,10 +237,12 @@ class RegistryClient:
                     raise UserError(f"TLS error talking to {self.host}: {e}",
                                     hint="for a registry without a valid certificate use --insecure",
                                     ) from None
-                if attempt >= self.retries:
+                # a refused connection or an unknown host rarely heals: fewer tries than a broken read
+                tries = min(self.retries, 2) if isinstance(e, httpx.ConnectError) else self.retries
+                if attempt >= tries:
                     raise UserError(f"cannot reach registry {self.host}: {e}",
-                                    hint="check the address and the network; retried "
-                                         f"{self.retries} times") from None
+                                    hint=f"check the address and the network (tried {attempt + 1} times)",
+                                    ) from None
                 attempt += 1
                 self._debug("{} {}: {} — retry {}/{}", method, path, e, attempt, self.retries)
                 self._sleep(self._delay(attempt, None))

@@ -104,11 +104,11 @@ def parse_reference(text: str, *, default_registry: str = DOCKER_HUB) -> Referen
         if not _TAG_RE.match(tag):
             raise UserError(f"bad tag {tag!r} in reference {raw!r}",
                             hint="a tag is up to 128 of [A-Za-z0-9_.-], not starting with . or -")
-    if registry == DOCKER_HUB and "/" not in text:
-        text = f"library/{text}"
     if not _REPO_RE.match(text):
         raise UserError(f"bad repository name {text!r} in reference {raw!r}",
                         hint="repository names are lowercase [a-z0-9] components joined by / . _ -")
+    if registry == DOCKER_HUB and "/" not in text:
+        text = f"library/{text}"
     return Reference(registry, text, tag, digest)
 
 
