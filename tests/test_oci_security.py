@@ -27,9 +27,9 @@ pytestmark = pytest.mark.e2e
 def _nothing_written(work: Path) -> None:
     """No cache entry, no extracted file, no partial download anywhere under ``work``."""
     cache = work / "cache"
-    entries = [p for p in cache.rglob("*")] if cache.exists() else []
+    entries = [p for p in cache.rglob("*") if p.parent != cache or p.name != ".tmp"] if cache.exists() else []
     assert entries in ([], [cache / "disk"], [cache / "kernel"]), entries
-    tmp = work / "state" / "oci" / "tmp"
+    tmp = cache / ".tmp"
     assert not tmp.exists() or not list(tmp.iterdir()), list(tmp.iterdir())
     blobs = work / "state" / "oci" / "blobs"
     assert not blobs.exists() or not [p for p in blobs.iterdir() if p.name.endswith(".partial")]

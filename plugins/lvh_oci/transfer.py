@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -254,20 +254,44 @@ def pull(ref: str | Reference, kind: str, workdir: Path, *, opts: Options | None
     if kind not in KINDS:
         raise UserError(f"unknown artifact kind {kind!r}", hint="disk, kernel or rootfs")
     r = ref if isinstance(ref, Reference) else parse_reference(ref)
-    with client_for(r, opts) as client:
+    with client_for(r, opts) as client, ExitStack() as locks:
         res = resolve(client, r, opts.platform)
         fmt = "lvh" if res.is_lvh else "upstream"
         art_name = name or (res.config.get("name") if res.is_lvh else None) or ""
         key = _cache_key(res, kind, name or "")
         entry = workdir / "cache" / kind / key
+        # The engine's per-key lock (lvh.cache): a pull and a build of one key never race; and one
+        # lock per blob, taken in order, for pulls of different keys that share a layer.
         if out is None:
+            locks.enter_context(_lock(workdir, key))
             cached = _load_entry(entry, kind)
             if cached is not None:
                 return PullResult(cached, art_name or _default_name(kind, r, cached), res.ref, res.digest,
                                   fmt, 0, True)
+        for d in sorted({str(d.get("digest", "")) for d in res.manifest.get("layers") or []}):
+            locks.enter_context(_lock(workdir, "oci-blob-" + re.sub(r"[^a-z0-9]", "-", d)[:80]))
         layers, fetched = _download_layers(client, res, workdir, opts)
-    tmp_parent = _state(workdir, "tmp")
-    work = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp_parent if out is None or tmp is None else tmp))
+        return _land(res, r, kind, layers, workdir, opts, name, out, tmp, key, entry, art_name, fmt, fetched)
+
+
+def _lock(workdir: Path, name: str) -> Any:
+    from filelock import FileLock
+
+    locks = workdir / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{name}.lock"))
+
+
+def _land(res: Resolved, r: Reference, kind: str, layers: list[Path], workdir: Path, opts: Options,
+          name: str | None, out: Path | None, tmp: Path | None, key: str, entry: Path, art_name: str,
+          fmt: str, fetched: int) -> PullResult:
+    """Extract the downloaded layers into a fresh dir and publish it (or move it into ``out``)."""
+    if out is None:
+        tmp = workdir / "cache" / ".tmp"  # the engine's build area: same filesystem as the entries
+        tmp.mkdir(parents=True, exist_ok=True)
+    elif tmp is None:
+        tmp = out.parent
+    work = Path(tempfile.mkdtemp(prefix=f"oci-{kind}-", dir=tmp))
     try:
         if res.is_lvh:
             root = work
