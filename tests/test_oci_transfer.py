@@ -57,7 +57,7 @@ def test_disk_push_pull_lvh_format_is_byte_identical_and_lands_in_cache(registry
     assert got.artifact.path == entry / "base.qcow2"
     assert hashlib.sha256(got.artifact.path.read_bytes()).digest() == \
         hashlib.sha256(src.path.read_bytes()).digest()
-    saved = json.loads((entry / "artifact.json").read_text())
+    saved = json.loads((entry / "artifact.json").read_text())["artifact"]
     assert saved["key"] == KEY_DISK and saved["format"] == "qcow2" and saved["path"] == "@root/base.qcow2"
     assert saved["meta"]["built_by"] == "test" and saved["meta"]["oci"]["digest"] == got.digest
     assert not list((work / "state" / "oci" / "blobs").iterdir()), "blobs are dropped once extracted"

@@ -74,7 +74,7 @@ def test_upstream_image_built_by_hand_is_pulled_by_lvh_images_pull(registry, tmp
     assert info["format"] == "qcow2" and info["virtual-size"] == 64 * 1024**2
     entry = link.resolve().parent
     assert entry.parent == work / "cache" / "disk"
-    saved = json.loads((entry / "artifact.json").read_text())
+    saved = json.loads((entry / "artifact.json").read_text())["artifact"]
     assert saved["kind"] == "disk" and saved["format"] == "qcow2" and saved["size"] == 64 * 1024**2
     assert sorted(p.name for p in entry.iterdir()) == ["artifact.json", "kind_6.1.qcow2"]
 
@@ -131,7 +131,7 @@ def test_kernel_upstream_layout_catalog_and_pull(registry, tmp_path):
     assert out == str(work / "kernels" / "6.1-main" / "boot" / "vmlinuz-6.1.55")
     got = work / "kernels" / "6.1-main"
     assert got.is_symlink() and tree_digest(got.resolve()) == tree_digest(kdir)
-    saved = json.loads((got / "artifact.json").read_text())
+    saved = json.loads((got / "artifact.json").read_text())["artifact"]
     assert saved["version"] == "6.1.55" and saved["modules"] == "@root/."
 
     out = json.loads(_run("kernels", "pull", f"{repo}:5.10-main", "--dir", str(work), "--json").output)

@@ -116,14 +116,15 @@ def _emit(as_json: bool, data: dict[str, Any], text: str) -> None:
 
 
 def _read_entry(path: Path, kind: str) -> Any:
-    from .transfer import KINDS
+    """The artifact of cache entry ``path``, its build record kept on it for push."""
+    from .transfer import read_entry
 
-    j = path / "artifact.json"
-    if j.is_file():
-        data = json.loads(j.read_text())
-        if data.get("kind") == kind:
-            return KINDS[kind].from_json(data, path)
-    return None
+    got = read_entry(path, kind)
+    if got is None:
+        return None
+    art, record = got
+    art._lvh_record = record  # type: ignore[attr-defined]
+    return art
 
 
 def _disk_source(source: str, workdir: Path) -> Any:
@@ -191,9 +192,12 @@ def images_push(source: str, ref: str, workdir: str | None, platform: str | None
 
     wd = _workdir(workdir)
     art = _disk_source(source, wd)
-    name = name or image_stem(Path(art.path).name)
+    record = getattr(art, "_lvh_record", None) or {}
+    named = not Path(source).expanduser().exists()
+    name = name or (source if named else None) or record.get("target") or image_stem(Path(art.path).name)
     res = push(art, ref, name=name, fmt=fmt, version=version, main_tag=main_tag,
-               opts=_opts(platform, insecure), platform_explicit=platform is not None)
+               opts=_opts(platform, insecure), platform_explicit=platform is not None,
+               record=getattr(art, "_lvh_record", None))
     refs = [f"{res.ref.registry}/{res.ref.repository}:{t}" for t in res.tags]
     _emit(as_json, {"refs": refs, "digest": res.digest, "format": fmt, "uploaded": res.uploaded},
           "\n".join(f"{r}@{res.digest}" for r in refs))
@@ -257,9 +261,12 @@ def kernels_push(source: str, ref: str, workdir: str | None, platform: str | Non
 
     wd = _workdir(workdir)
     art = _kernel_source(source, wd)
-    name = name or Path(source.rstrip("/")).name
+    record = getattr(art, "_lvh_record", None) or {}
+    named = not Path(source).expanduser().exists()
+    name = name or (source if named else None) or record.get("target") or Path(source.rstrip("/")).name
     res = push(art, ref, name=name, fmt=fmt, version=version, main_tag=main_tag,
-               opts=_opts(platform, insecure), platform_explicit=platform is not None)
+               opts=_opts(platform, insecure), platform_explicit=platform is not None,
+               record=getattr(art, "_lvh_record", None))
     refs = [f"{res.ref.registry}/{res.ref.repository}:{t}" for t in res.tags]
     _emit(as_json, {"refs": refs, "digest": res.digest, "format": fmt, "uploaded": res.uploaded},
           "\n".join(f"{r}@{res.digest}" for r in refs))
@@ -268,7 +275,8 @@ def kernels_push(source: str, ref: str, workdir: str | None, platform: str | Non
 @click.command("pull")
 @click.argument("ref")
 @_common
-@click.option("--name", default=None, help="local name (default: the tag, as upstream's <dir>/<tag>).")
+@click.option("--name", default=None,
+              help="local name (default: the pushed name; upstream layout: the tag, as upstream's <dir>/<tag>).")
 @click.option("--repo", default=None, metavar="REPO",
               help="repository for a bare tag (default quay.io/lvh-images/kernel-images).")
 @click.option("--ci", is_flag=True, help="use the -ci repository for a bare tag.")
@@ -283,7 +291,7 @@ def kernels_pull(ref: str, workdir: str | None, platform: str | None, insecure: 
     wd = _workdir(workdir)
     res = pull(_kernel_ref(ref, repo, ci), "kernel", wd, opts=_opts(platform, insecure, max_size))
     art = res.artifact
-    local = name or res.ref.tag or res.name
+    local = name or (res.name if res.format == "lvh" else None) or res.ref.tag or res.name
     link = wd / "kernels" / local
     _link(art.root, link)
     _emit(as_json, {"kernel": str(link), "image": str(art.image), "version": art.version, "key": art.key,

@@ -199,7 +199,7 @@ class OciDisk(_OciDriver, DiskFormatter):
             return {}
         return super().key_material(ctx)
 
-    def build(self, ctx: Context, rootfs: RootfsArtifact | None) -> DiskArtifact:
+    def build(self, ctx: Context, rootfs: RootfsArtifact | None = None) -> DiskArtifact:
         if rootfs is not None:
             ctx.log.warning("disk: oci pulls a whole image; the rootfs input is not used")
         return self._pull(ctx, "disk")

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ KINDS: dict[str, type[Artifact]] = {"disk": DiskArtifact, "kernel": KernelArtifa
 _KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{8,128}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 LVH_FORMAT_VERSION = 1
+META = "artifact.json"
 
 #: ``factory(description, total)`` → a context manager whose value has ``update(advance=...)``
 #: (the shape of ``Context.progress``).
@@ -315,7 +317,12 @@ def _land(res: Resolved, r: Reference, kind: str, layers: list[Path], workdir: P
             art = art.rebased(out)
         else:
             entry.parent.mkdir(parents=True, exist_ok=True)
-            (root / "artifact.json").write_text(json.dumps(art.to_json(), indent=2, sort_keys=True) + "\n")
+            record = dict(res.config.get("record") or {}) if res.is_lvh else {}
+            record.setdefault("stage", f"oci:pull/{kind}")
+            record.setdefault("driver", "oci")
+            record.setdefault("target", art_name)
+            record["pulled"] = {"ref": str(r), "digest": res.digest, "format": fmt}
+            write_entry(root, art, record)
             try:
                 os.replace(root, entry) if not entry.exists() else None
             except OSError:
@@ -330,15 +337,38 @@ def _land(res: Resolved, r: Reference, kind: str, layers: list[Path], workdir: P
     return PullResult(art, art_name, res.ref, res.digest, fmt, fetched, False)
 
 
-def _load_entry(entry: Path, kind: str) -> Artifact | None:
-    j = entry / "artifact.json"
-    if not j.is_file():
-        return None
+def read_entry(entry: Path, kind: str | None = None) -> tuple[Artifact, dict[str, Any]] | None:
+    """(artifact, build record) of a cache entry ``entry`` (its ``artifact.json``: the engine's
+    record with the artifact under ``"artifact"``, or a bare ``Artifact.to_json()``), or None.
+    An entry under ``cache/<kind>/<key>/`` gets ``key`` from its folder, as the engine does."""
     try:
-        data = json.loads(j.read_text())
-    except ValueError:
+        data = json.loads((entry / META).read_text())
+    except (OSError, ValueError):
         return None
-    return KINDS[kind].from_json(data, entry)
+    if not isinstance(data, dict):
+        return None
+    record: dict[str, Any] = {}
+    if isinstance(data.get("artifact"), dict):
+        record = {k: v for k, v in data.items() if k != "artifact"}
+        data = data["artifact"]
+    got = data.get("kind")
+    if got not in KINDS or (kind is not None and got != kind):
+        return None
+    art = KINDS[got].from_json(data, entry)
+    if entry.parent.name == got and entry.parent.parent.name == "cache":
+        art.key = entry.name
+    return art, record
+
+
+def write_entry(root: Path, art: Artifact, record: dict[str, Any]) -> None:
+    """Write ``root/artifact.json`` the way the engine does (its record, the artifact inside)."""
+    meta = dict(record, artifact=art.to_json(), created=time.time())
+    (root / META).write_text(json.dumps(meta, indent=1, default=str))
+
+
+def _load_entry(entry: Path, kind: str) -> Artifact | None:
+    got = read_entry(entry, kind)
+    return got[0] if got else None
 
 
 def image_stem(filename: str) -> str:
@@ -608,7 +638,8 @@ def _upload_bytes(client: RegistryClient, repo: str, data: bytes) -> tuple[str, 
 
 def push(artifact: Artifact, ref: str | Reference, *, name: str, fmt: str = "lvh",
          version: str | None = None, main_tag: bool = False, opts: Options | None = None,
-         platform_explicit: bool = False, annotations: dict[str, str] | None = None) -> PushResult:
+         platform_explicit: bool = False, annotations: dict[str, str] | None = None,
+         record: dict[str, Any] | None = None) -> PushResult:
     """Push ``artifact`` to ``ref``. Without a tag in ``ref`` the tag is upstream's
     ``<version>-<YYYYMMDD.HHMMSS>`` (``version`` defaults to ``name``); ``main_tag`` also tags
     ``<version>-main``. ``fmt``: ``lvh`` (own format, lands in a cache as built) or ``upstream``."""
@@ -652,6 +683,8 @@ def push(artifact: Artifact, ref: str | Reference, *, name: str, fmt: str = "lvh
                 adata.pop("key", None)
                 config = {"lvh": LVH_FORMAT_VERSION, "kind": kind, "name": name, "version": version,
                           "created": created, "platform": plat.to_json(), "artifact": adata}
+                if record:
+                    config["record"] = {k: v for k, v in record.items() if k not in ("created", "pulled")}
                 config_type = media.LVH_CONFIG
                 artifact_type: str | None = media.lvh_artifact_type(kind)
             else:
@@ -671,6 +704,9 @@ def push(artifact: Artifact, ref: str | Reference, *, name: str, fmt: str = "lvh
                    media.A_VERSION: version, media.A_TITLE: name}
             if artifact.key:
                 ann[media.A_KEY] = artifact.key
+            for k in ("driver", "driver_version", "stage", "lvh"):
+                if record and record.get(k):
+                    ann[f"dev.lvh.build.{k.replace('_', '-')}"] = str(record[k])
             ann.update(annotations or {})
             layer_desc: dict[str, Any] = {"mediaType": layer_type, "digest": digest, "size": size}
             if fmt == "lvh":
