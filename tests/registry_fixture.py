@@ -40,6 +40,12 @@ storage:
       enabled: false
 http:
   addr: 127.0.0.1:{port}
+{auth}"""
+
+AUTH = """auth:
+  htpasswd:
+    realm: lvh-test
+    path: {htpasswd}
 """
 
 
@@ -69,7 +75,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_registry(workdir: Path, timeout: float = 20.0) -> RegistryServer:
+def start_registry(workdir: Path, timeout: float = 20.0, *, users: dict[str, str] | None = None) -> RegistryServer:
+    """Start a registry storing under ``workdir``; ``users`` ({name: password}) turns on basic auth
+    (htpasswd, bcrypt)."""
     if REGISTRY_BIN is None:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry)")
     storage = workdir / "storage"
@@ -78,7 +86,18 @@ def start_registry(workdir: Path, timeout: float = 20.0) -> RegistryServer:
     for _attempt in range(3):  # a free port may be taken between probe and bind: retry
         port = _free_port()
         cfg = workdir / "config.yml"
-        cfg.write_text(CONFIG.format(storage=storage, port=port))
+        auth = ""
+        if users:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt  # bcrypt from libcrypt; the registry only reads bcrypt htpasswd
+            htpasswd = workdir / "htpasswd"
+            htpasswd.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+                                        for u, p in users.items()))
+            auth = AUTH.format(htpasswd=htpasswd)
+        cfg.write_text(CONFIG.format(storage=storage, port=port, auth=auth))
         log = workdir / "registry.log"
         with log.open("wb") as fh:
             proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=fh, stderr=subprocess.STDOUT,
@@ -89,6 +108,10 @@ def start_registry(workdir: Path, timeout: float = 20.0) -> RegistryServer:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as r:
                     if r.status == 200:
                         return RegistryServer(f"127.0.0.1:{port}", port, storage, log, proc)
+            except urllib.error.HTTPError as e:
+                if e.code == 401 and users:  # up, and asking for credentials
+                    return RegistryServer(f"127.0.0.1:{port}", port, storage, log, proc)
+                time.sleep(0.05)
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.05)
         stop_registry(proc)
