@@ -94,7 +94,7 @@ def start_registry(workdir: Path, timeout: float = 20.0, *, users: dict[str, str
                 warnings.simplefilter("ignore", DeprecationWarning)
                 import crypt  # bcrypt from libcrypt; the registry only reads bcrypt htpasswd
             htpasswd = workdir / "htpasswd"
-            htpasswd.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+            htpasswd.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n"
                                         for u, p in users.items()))
             auth = AUTH.format(htpasswd=htpasswd)
         cfg.write_text(CONFIG.format(storage=storage, port=port, auth=auth))
@@ -129,15 +129,27 @@ def stop_registry(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+_shared: dict[str, object] = {"server": None, "tmp": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def registry() -> Iterator[RegistryServer]:
-    tmp = Path(tempfile.mkdtemp(prefix="lvh-registry-"))
-    server = start_registry(tmp)
+    """One registry for the whole session. Test modules import this fixture, which makes one
+    fixture definition per module: they share the server (counted), the last one stops it."""
+    if _shared["server"] is None:
+        tmp = Path(tempfile.mkdtemp(prefix="lvh-registry-"))
+        _shared.update(server=start_registry(tmp), tmp=tmp)
+    _shared["users"] = int(_shared["users"]) + 1  # type: ignore[call-overload]
+    server = _shared["server"]
+    assert isinstance(server, RegistryServer)
     try:
         yield server
     finally:
-        stop_registry(server.proc)
-        shutil.rmtree(tmp, ignore_errors=True)
+        _shared["users"] = int(_shared["users"]) - 1  # type: ignore[call-overload]
+        if _shared["users"] == 0:
+            stop_registry(server.proc)
+            shutil.rmtree(_shared["tmp"], ignore_errors=True)  # type: ignore[arg-type]
+            _shared.update(server=None, tmp=None)
 
 
 # --- small, real test artifacts ---------------------------------------------------------------
