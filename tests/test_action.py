@@ -181,3 +181,20 @@ def test_run_step_without_image_or_cmd_fails_clearly(action, tmp_path):
     assert p.returncode == 2 and "needs 'image' and 'cmd'" in p.stdout
     assert _outputs(tmp_path)["exit-code"] == "2"
 
+
+
+def test_install_step_defaults_to_this_revision(action, tmp_path):
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "python").write_text(f'#!/bin/sh\necho "$@" >> "{tmp_path}/pip"\n')
+    (stub / "lvh").write_text("#!/bin/sh\necho lvh 0.1.0\n")
+    for f in stub.iterdir():
+        f.chmod(0o755)
+    (step,) = [s for s in _steps(action) if s["name"] == "Install lvh"]
+    for spec, want in (("", "/action/checkout"), ("lvh==0.1.0", "lvh==0.1.0")):
+        (tmp_path / "pip").unlink(missing_ok=True)
+        env = _env(step, {"inputs.lvh-version": spec}, tmp_path, [stub])
+        env["GITHUB_ACTION_PATH"] = "/action/checkout"
+        p = subprocess.run(["bash", "-c", step["run"]], env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        assert (tmp_path / "pip").read_text().splitlines()[-1] == f"-m pip install --quiet {want}"
