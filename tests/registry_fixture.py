@@ -92,7 +92,10 @@ def start_registry(workdir: Path, timeout: float = 20.0, *, users: dict[str, str
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                import crypt  # bcrypt from libcrypt; the registry only reads bcrypt htpasswd
+                try:
+                    import crypt  # bcrypt from libcrypt; the registry only reads bcrypt htpasswd
+                except ImportError:  # Python >= 3.13
+                    pytest.skip("no crypt module to write a bcrypt htpasswd for the registry")
             htpasswd = workdir / "htpasswd"
             htpasswd.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))}\n"
                                         for u, p in users.items()))
