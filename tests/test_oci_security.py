@@ -279,3 +279,21 @@ def test_connection_cut_mid_blob_is_retried_from_the_break(registry, tmp_path):
     # resumed, not restarted: the bytes before the cut are not fetched twice
     assert got.fetched == layer["size"], (got.fetched, layer["size"])
     assert got.artifact.path.read_bytes() == src.path.read_bytes()
+
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([{"mediaType": media.LAYER_ZSTD, "digest": "sha256:" + "a" * 64, "size": "12"}], "valid size"),
+    ([{"mediaType": media.LAYER_ZSTD, "digest": "sha256:" + "a" * 64, "size": -1}], "valid size"),
+    ([{"mediaType": media.LAYER_ZSTD, "digest": "md5:abc", "size": 1}], "bad digest"),
+    ([{"mediaType": media.LAYER_ZSTD, "digest": "sha256:../../x", "size": 1}], "bad digest"),
+    ("not a list", "malformed layer list"),
+])
+def test_malformed_layer_descriptors_are_one_clear_error(tmp_path, layers, match):
+    # Real registries refuse such manifests; a hostile server would not. Nothing is fetched.
+    from lvh_oci.reference import parse_reference
+
+    res = transfer.Resolved(parse_reference("127.0.0.1:1/x:y"), "sha256:" + "0" * 64,
+                            {"layers": layers}, media.LVH_CONFIG, {})
+    with pytest.raises(UserError, match=match):
+        transfer._download_layers(None, res, tmp_path, transfer.Options())  # type: ignore[arg-type]

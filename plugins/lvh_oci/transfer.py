@@ -180,7 +180,9 @@ def _layer_compression(desc: dict[str, Any]) -> str | None:
 def _download_layers(client: RegistryClient, res: Resolved, workdir: Path,
                      opts: Options) -> tuple[list[Path], int]:
     layers = res.manifest.get("layers") or []
-    total = sum(int(d.get("size") or 0) for d in layers)
+    if not isinstance(layers, list) or len(layers) > 256:
+        raise UserError(f"{res.ref} has a malformed layer list", hint="the manifest is malformed; push it again")
+    total = sum(d["size"] for d in layers if isinstance(d, dict) and isinstance(d.get("size"), int)) or 0
     paths: list[Path] = []
     fetched = 0
     blobs = _state(workdir, "blobs")
@@ -189,9 +191,13 @@ def _download_layers(client: RegistryClient, res: Resolved, workdir: Path,
             bar.update(advance=n)
 
         for d in layers:
-            digest = d.get("digest", "")
-            if not re.match(r"^sha(256|512):[a-f0-9]+$", digest):
-                raise UserError(f"{res.ref} has a layer with a bad digest {digest!r}")
+            digest = d.get("digest", "") if isinstance(d, dict) else ""
+            if not isinstance(digest, str) or not re.match(r"^sha(256|512):[a-f0-9]{64,128}$", digest):
+                raise UserError(f"{res.ref} has a layer with a bad digest {digest!r}",
+                                hint="the manifest is malformed; push it again")
+            if not isinstance(d.get("size"), int) or isinstance(d.get("size"), bool) or d["size"] < 0:
+                raise UserError(f"{res.ref} has a layer without a valid size",
+                                hint="the manifest is malformed; push it again")
             dest = blobs / digest.replace(":", "-")
             if dest.exists():
                 # Finished earlier but not extracted (a failure after the download): verify again.
