@@ -695,8 +695,11 @@ def push(artifact: Artifact, ref: str | Reference, *, name: str, fmt: str = "lvh
                 artifact_type: str | None = media.lvh_artifact_type(kind)
             else:
                 digest, size, diff_id, layer_type = _upstream_layer(art, name, version, tmp, layer)
+                # Cmd: upstream's Go `images pull` does `docker create` on the image (never starts
+                # it), which refuses an image without a command.
                 config = {"created": created, "architecture": plat.architecture, "os": plat.os,
-                          "config": {}, "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                          "config": {"Cmd": ["/bin/true"]},
+                          "rootfs": {"type": "layers", "diff_ids": [diff_id]},
                           "history": [{"created": created, "created_by": "lvh push"}]}
                 if plat.variant:
                     config["variant"] = plat.variant
