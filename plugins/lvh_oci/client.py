@@ -220,9 +220,11 @@ class RegistryClient:
         ok: tuple[int, ...] = (200,),
         allow: tuple[int, ...] = (),
         what: str = "",
+        retry: bool = True,
     ) -> httpx.Response:
         """Send with auth and retries. ``content`` is a factory (a retry needs a fresh body).
-        Statuses in ``ok`` and ``allow`` are returned; anything else raises."""
+        Statuses in ``ok`` and ``allow`` are returned; anything else raises. ``retry=False``: a
+        transport error is raised as is (``httpx.TransportError``), for callers that resume."""
         attempt = 0
         authed = False
         while True:
@@ -233,6 +235,8 @@ class RegistryClient:
                 r = self._http.request(method, self._url(path), headers=h,
                                        content=content() if content else None)
             except httpx.TransportError as e:
+                if not retry:
+                    raise
                 if self._is_tls_error(e):
                     raise UserError(f"TLS error talking to {self.host}: {e}",
                                     hint="for a registry without a valid certificate use --insecure",
@@ -253,7 +257,7 @@ class RegistryClient:
                     continue
             if r.status_code in ok or r.status_code in allow:
                 return r
-            if r.status_code in RETRY_STATUS and attempt < self.retries:
+            if r.status_code in RETRY_STATUS and attempt < self.retries and retry:
                 attempt += 1
                 self._debug("{} {}: HTTP {} — retry {}/{}", method, path, r.status_code, attempt,
                             self.retries)
@@ -350,49 +354,124 @@ class RegistryClient:
             raise DigestMismatch(f"blob {digest} of {repo} does not match its digest (corrupted)")
         return r.content
 
-    def upload_blob(self, repo: str, digest: str, size: int, opener: Callable[[], Iterable[bytes]],
+    def upload_blob(self, repo: str, digest: str, size: int, open_at: Callable[[int], Iterable[bytes]],
                     progress: ProgressFn | None = None) -> bool:
-        """Upload a blob unless the registry has it. ``opener`` gives a fresh body each try.
-        Returns True if bytes were sent."""
+        """Upload a blob unless the registry has it; ``open_at(offset)`` yields its bytes from
+        ``offset``. Blobs larger than ``chunk_size`` go in chunks (PATCH with Content-Range; a
+        broken chunk resumes where the registry says it stopped), which also passes proxies
+        that refuse huge request bodies; smaller ones in one PUT. Returns True if bytes were sent."""
         if self.blob_exists(repo, digest):
             if progress:
                 progress(size, size)
             return False
-        scope = f"repository:{repo}:pull,push"
+        reported = [0]
+
+        def report_to(n: int) -> None:
+            if progress and n != reported[0]:
+                progress(n - reported[0], size)
+            reported[0] = n
+
+        chunked = bool(self.chunk_size) and size > self.chunk_size
         for attempt in range(self.retries + 1):
-            r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202, 201),
-                             what=f"start upload to {repo}")
-            if r.status_code == 201:
-                return True
-            loc = r.headers.get("location")
-            if not loc:
-                raise RegistryError(f"{self.host} gave no upload location")
-            loc = str(httpx.URL(self._url(f"/v2/{repo}/blobs/uploads/")).join(loc))
-            sep = "&" if "?" in loc else "?"
-            sent = [0]
-
-            def body(sent: list[int] = sent) -> Iterator[bytes]:
-                sent[0] = 0
-                for chunk in opener():
-                    self.cancel.is_set() and self._raise_cancel()
-                    sent[0] += len(chunk)
-                    if progress:
-                        progress(len(chunk), size)
-                    yield chunk
-
+            loc = self._start_upload(repo)
             try:
-                self.request("PUT", f"{loc}{sep}digest={digest}", scope=scope, content=body,
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Content-Length": str(size)},
-                             ok=(201, 204), what=f"upload {digest} to {repo}")
+                if chunked:
+                    loc = self._upload_chunks(repo, loc, size, open_at, report_to)
+                    self._finish_upload(repo, loc, digest, None, 0)
+                else:
+                    self._finish_upload(repo, loc, digest, self._body(open_at, 0, size, report_to), size)
+                report_to(size)
                 return True
-            except RegistryError:
+            except _ChunksUnsupported:
+                self._debug("{} refuses chunked uploads; sending {} in one request", self.host, digest[:19])
+                chunked = False
+            except (httpx.TransportError, RegistryError) as e:
                 if attempt >= self.retries:
+                    if isinstance(e, httpx.TransportError):
+                        raise RegistryError(f"uploading {digest} to {self.host} failed: {e}") from None
                     raise
-                if progress and sent[0]:
-                    progress(-sent[0], size)
+                self._debug("upload of {} failed ({}); retry {}/{}", digest[:19], e, attempt + 1, self.retries)
                 self._sleep(self._delay(attempt + 1, None))
+            report_to(0)
         return True
+
+    #: Blobs larger than this are uploaded in chunks of this size (``LVH_OCI_CHUNK_MB``; 0 = never).
+    chunk_size: int = int(os.environ.get("LVH_OCI_CHUNK_MB", "64")) * 1024 * 1024
+
+    def _start_upload(self, repo: str) -> str:
+        r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=f"repository:{repo}:pull,push",
+                         ok=(202,), what=f"start upload to {repo}")
+        return self._location(repo, r, None)
+
+    def _location(self, repo: str, r: httpx.Response, current: str | None) -> str:
+        loc = r.headers.get("location")
+        if not loc:
+            if current:
+                return current
+            raise RegistryError(f"{self.host} gave no upload location")
+        return str(httpx.URL(self._url(f"/v2/{repo}/blobs/uploads/")).join(loc))
+
+    def _body(self, open_at: Callable[[int], Iterable[bytes]], offset: int, length: int,
+              report_to: Callable[[int], None]) -> Callable[[], Iterator[bytes]]:
+        def gen() -> Iterator[bytes]:
+            sent = 0
+            for chunk in open_at(offset):
+                if self.cancel.is_set():
+                    raise Cancelled("interrupted")
+                chunk = chunk[: length - sent]
+                if not chunk:
+                    break
+                sent += len(chunk)
+                report_to(offset + sent)
+                yield chunk
+                if sent >= length:
+                    break
+        return gen
+
+    def _upload_chunks(self, repo: str, loc: str, size: int, open_at: Callable[[int], Iterable[bytes]],
+                       report_to: Callable[[int], None]) -> str:
+        scope = f"repository:{repo}:pull,push"
+        offset = 0
+        failures = 0
+        while offset < size:
+            n = min(self.chunk_size, size - offset)
+            try:
+                r = self.request("PATCH", loc, scope=scope, retry=False, ok=(202,), allow=(404, 405, 416),
+                                 content=self._body(open_at, offset, n, report_to),
+                                 headers={"Content-Type": "application/octet-stream",
+                                          "Content-Range": f"{offset}-{offset + n - 1}",
+                                          "Content-Length": str(n)}, what=f"upload chunk to {repo}")
+                if r.status_code in (404, 405) and offset == 0:
+                    raise _ChunksUnsupported()
+                if r.status_code == 416:
+                    raise RegistryError("chunk out of order")
+                if r.status_code == 404:
+                    raise RegistryError("the registry forgot the upload")
+                loc = self._location(repo, r, loc)
+                offset += n
+            except (httpx.TransportError, RegistryError) as e:
+                failures += 1
+                if failures > self.retries:
+                    raise RegistryError(f"upload to {self.host} broke: {e}") from None
+                self._sleep(self._delay(failures, None))
+                # Ask the registry how much it has, and go on from there.
+                st = self.request("GET", loc, scope=scope, ok=(204,), allow=(404,), what="upload status")
+                if st.status_code == 404:
+                    raise RegistryError("the registry forgot the upload") from None
+                loc = self._location(repo, st, loc)
+                m = re.match(r"^(?:bytes=)?0-(\d+)$", st.headers.get("range", ""))
+                offset = int(m.group(1)) + 1 if m else 0
+                self._debug("upload resumes at byte {} after: {}", offset, e)
+                report_to(offset)
+        return loc
+
+    def _finish_upload(self, repo: str, loc: str, digest: str, body: Callable[[], Iterator[bytes]] | None,
+                       size: int) -> None:
+        sep = "&" if "?" in loc else "?"
+        self.request("PUT", f"{loc}{sep}digest={digest}", scope=f"repository:{repo}:pull,push",
+                     content=body or (lambda: b""), retry=False,
+                     headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                     ok=(201, 204), what=f"upload {digest} to {repo}")
 
     def download_blob(self, repo: str, digest: str, dest: Path, *, size: int | None = None,
                       progress: ProgressFn | None = None, max_size: int | None = None) -> int:
@@ -493,6 +572,10 @@ class RegistryClient:
 
     def catalog(self) -> list[str]:
         return self._paged("/v2/_catalog?n=1000", "repositories", "registry:catalog:*")
+
+
+class _ChunksUnsupported(Exception):
+    pass
 
 
 class _CheckedStream:

@@ -623,9 +623,10 @@ def _standalone_disk(disk: DiskArtifact, tmp: Path) -> Iterator[DiskArtifact]:
     yield d
 
 
-def _file_opener(path: Path) -> Callable[[], Iterator[bytes]]:
-    def gen() -> Iterator[bytes]:
+def _file_opener(path: Path) -> Callable[[int], Iterator[bytes]]:
+    def gen(offset: int) -> Iterator[bytes]:
         with open(path, "rb") as fh:
+            fh.seek(offset)
             yield from iter(lambda: fh.read(1 << 20), b"")
     return gen
 
@@ -638,7 +639,7 @@ def _upload(client: RegistryClient, repo: str, path: Path, digest: str, size: in
 
 def _upload_bytes(client: RegistryClient, repo: str, data: bytes) -> tuple[str, int]:
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    client.upload_blob(repo, digest, len(data), lambda: [data])
+    client.upload_blob(repo, digest, len(data), lambda offset: [data[offset:]])
     return digest, len(data)
 
 
