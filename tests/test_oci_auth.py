@@ -209,3 +209,72 @@ def test_loopback_and_platform():
     assert str(parse_platform("linux/aarch64")) == "linux/arm64"
     with pytest.raises(UserError):
         parse_platform("amd64")
+
+
+class _ResumableUploads(BaseHTTPRequestHandler):
+    """An upload endpoint that keeps the bytes of a broken PATCH and reports them (as the spec's
+    upload status allows); the second PATCH breaks after half its body."""
+
+    protocol_version = "HTTP/1.1"
+    data = bytearray()
+    patches = 0
+    finished: list[str] = []
+
+    def log_message(self, *a):
+        pass
+
+    def _empty(self, code, headers=()):
+        self.send_response(code)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self):
+        self._empty(404)
+
+    def do_POST(self):
+        self._empty(202, [("Location", "/v2/r/blobs/uploads/u1")])
+
+    def do_GET(self):
+        self._empty(204, [("Location", "/v2/r/blobs/uploads/u1"), ("Range", f"0-{len(self.data) - 1}")])
+
+    def do_PATCH(self):
+        cls = type(self)
+        cls.patches += 1
+        start = int(self.headers["Content-Range"].split("-")[0])
+        assert start == len(cls.data), (start, len(cls.data))
+        n = int(self.headers["Content-Length"])
+        if cls.patches == 2:
+            cls.data += self.rfile.read(n // 2)
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        cls.data += self.rfile.read(n)
+        self._empty(202, [("Location", "/v2/r/blobs/uploads/u1"), ("Range", f"0-{len(cls.data) - 1}")])
+
+    def do_PUT(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        type(self).data += self.rfile.read(n)
+        type(self).finished.append(self.path.split("digest=")[1])
+        self._empty(201)
+
+
+def test_chunked_upload_resumes_at_the_offset_the_registry_reports(clean_env):
+    import hashlib
+    import os
+
+    srv = HTTPServer(("127.0.0.1", 0), _ResumableUploads)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    blob = os.urandom(5 * 1024 * 1024 + 123)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    _ResumableUploads.data, _ResumableUploads.patches, _ResumableUploads.finished = bytearray(), 0, []
+    try:
+        with RegistryClient(f"127.0.0.1:{srv.server_address[1]}", backoff=0.01) as c:
+            c.chunk_size = 1024 * 1024
+            assert c.upload_blob("r", digest, len(blob), lambda off: [blob[off:]])
+    finally:
+        srv.shutdown()
+    assert bytes(_ResumableUploads.data) == blob and _ResumableUploads.finished == [digest]
+    # chunks 0-1M, 1-2M (broke after 0.5M: kept), then 1.5M-2.5M … 4.5M-end: resumed, not restarted
+    assert _ResumableUploads.patches == 6
