@@ -10,8 +10,8 @@ and JIT, BTF (``/sys/kernel/btf/vmlinux``), modules (``dummy.ko`` as a module to
 Everything lives under ``$LVH_TEST_CACHE`` (default ``~/.cache/lvh-tests``)``/kernel``: the
 extracted source and the build dir in ``state/`` (kept, so a config change is an incremental
 make) and the artifacts in ``artifacts/<key>/``. The key is the driver's own key material
-(source digest, final .config, make args, gcc version), so an unchanged config costs ~5 s of
-configuring and no make at all. Safe to call from concurrent test sessions (a file lock).
+(source digest, final .config, make args, toolchain versions), so an unchanged config costs
+~0.2 s and runs no make at all. Safe to call from concurrent test sessions (a file lock).
 """
 
 from __future__ import annotations

@@ -125,10 +125,6 @@ class Configured:
     not_taken: list[kconfig.NotTaken]
 
 
-#: Configure results of this process, by (state dir, kernel name, options).
-_CONFIGURED: dict[tuple[str, str, str], Configured] = {}
-
-
 class MakeBuilder(KernelBuilder):
     """Build a kernel from source: fetch, configure (base + fragments + groups + options), make."""
 
@@ -260,31 +256,68 @@ class MakeBuilder(KernelBuilder):
 
     def configure(self, ctx: Context) -> Configured:
         """Compute the final ``.config`` (in the config dir; the build dir is not touched) and
-        report the requested options that did not take (warning, or error when ``strict``)."""
+        report the requested options that did not take (warning, or error when ``strict``).
+
+        The result is remembered (``config/<build-id>.memo.json``) by everything the .config
+        depends on: source revision, base, requests, arch, make args and the toolchain's
+        versions (gcc, ld, pahole: Kconfig probes them). A cache hit thus runs no make at all."""
         if self._configured is not None:
             return self._configured
-        memo_key = (str(state_dir(ctx)), self.kernel_name(ctx),
-                    json.dumps(self.options, sort_keys=True, default=str))
         reqs = self.requests(ctx)
         self._check_compiler()
         tree = self._source_tree(ctx)
-        memo = _CONFIGURED.get(memo_key)
-        if memo is not None and memo.tree.revision == tree.revision \
-                and (memo.config_dir / ".config").exists() \
-                and (memo.config_dir / ".config").read_text() == memo.config_text:
-            # the engine computes the key and builds with two driver instances: configure once
-            self._configured = memo
-            return memo
         name = source.safe_id(self.kernel_name(ctx))
         build_id = f"{tree.id}-{self.arch}-{name}"
         cfg_dir = state_dir(ctx) / "config" / build_id
         build_dir = state_dir(ctx) / "build" / build_id
-        cfg_dir.mkdir(parents=True, exist_ok=True)
+        base = self.options.get("base") or "defconfig"
+        base_file = ctx.resolve(base)
+        inputs = hashlib.sha256(json.dumps({
+            "source": tree.revision, "base": base,
+            "base_content": hash_path(base_file) if base_file.is_file() else None,
+            "requests": [[r.symbol, r.value, r.origin] for r in reqs],
+            "make": self.make_env_args() + list(self.options.get("make_args", [])),
+            "toolchain": self.toolchain(ctx),
+        }, sort_keys=True).encode()).hexdigest()
+        memo_file = cfg_dir.parent / f"{build_id}.memo.json"
         with self._lock(ctx, "config-" + build_id):
-            text, bad = self._configure_into(ctx, tree.path, cfg_dir, reqs)
+            memo = self._read_memo(memo_file)
+            if inputs in memo:
+                text = memo[inputs]["config"]
+                bad = [kconfig.NotTaken(kconfig.Request(b["symbol"], b["value"], b["origin"]), b["got"],
+                                        b["reason"], b["exists"]) for b in memo[inputs]["not_taken"]]
+                self._report(ctx, bad)
+            else:
+                cfg_dir.mkdir(parents=True, exist_ok=True)
+                text, bad = self._configure_into(ctx, tree.path, cfg_dir, reqs)
+                memo[inputs] = {"config": text, "not_taken": [
+                    {"symbol": b.request.symbol, "value": b.request.value, "origin": b.request.origin,
+                     "got": b.got, "reason": b.reason, "exists": b.exists} for b in bad]}
+                while len(memo) > 8:  # a few recent configs of this kernel
+                    memo.pop(next(iter(memo)))
+                tmp = memo_file.with_suffix(f".{os.getpid()}")
+                tmp.write_text(json.dumps(memo))
+                tmp.replace(memo_file)
         self._configured = Configured(tree, build_id, cfg_dir, build_dir, text, bad)
-        _CONFIGURED[memo_key] = self._configured
         return self._configured
+
+    @staticmethod
+    def _read_memo(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def toolchain(self, ctx: Context) -> dict[str, str]:
+        """First lines of ``--version`` of the compiler, linker and pahole (Kconfig probes them)."""
+        cross = next((a.split("=", 1)[1] for a in self.make_env_args() if a.startswith("CROSS_COMPILE=")), "")
+        out = {}
+        for name, argv in (("cc", [*self._compiler().split(), "--version"]), ("ld", [f"{cross}ld", "--version"]),
+                           ("pahole", ["pahole", "--version"])):
+            r = ctx.run(*argv, capture=True, check=False)
+            out[name] = r.stdout.splitlines()[0] if r.returncode == 0 and r.stdout else "missing"
+        return out
 
     def configure_tree(self, ctx: Context, tree: Path) -> tuple[Path, list[kconfig.NotTaken]]:
         """Configure a kernel tree prepared by other means in place (``tree/.config``), with this
@@ -366,11 +399,6 @@ class MakeBuilder(KernelBuilder):
                    "x86_64-linux-gnu-gcc": "gcc-x86-64-linux-gnu"}.get(cc, "build-essential")
             raise ToolMissing(cc, hint=f"apt-get install {pkg}", needed_by=f"building a {self.arch} kernel")
 
-    def compiler_version(self, ctx: Context) -> str:
-        cc = self._compiler()
-        r = ctx.run(*cc.split(), "--version", capture=True, check=False)
-        return r.stdout.splitlines()[0] if r.returncode == 0 and r.stdout else f"{cc}: not found"
-
     def key_material(self, ctx: Context) -> Mapping[str, Any]:
         # the key needs the final .config, so a missing source is fetched/extracted here (into
         # the state dir; the engine computes keys with a planning context even for a real run)
@@ -380,7 +408,7 @@ class MakeBuilder(KernelBuilder):
             "config": hashlib.sha256(conf.config_text.encode()).hexdigest(),
             "make_args": self.make_env_args() + list(self.options.get("make_args", [])),
             "targets": self.targets(),
-            "compiler": self.compiler_version(ctx),
+            "toolchain": self.toolchain(ctx),
         }
         for frag in self.options.get("fragments") or []:
             mat[f"fragment:{frag}"] = hash_path(ctx.resolve(frag))
