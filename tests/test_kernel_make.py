@@ -271,3 +271,29 @@ def test_failing_build_shows_the_error_and_publishes_nothing(tmp_path):
     assert not list((wd / "cache").glob("kernel/*/artifact.json"))
     failed = list((wd / "failed").glob("*"))
     assert failed and list(failed[0].rglob("make.log"))
+
+
+@pytest.mark.e2e
+@needs_source
+def test_fragments_then_groups_then_options_and_a_given_base_config(tmp_path):
+    frag = tmp_path / "virtio.config"
+    frag.write_text("# a fragment\nCONFIG_VIRTIO_MENU=y\nCONFIG_VIRTIO_MMIO=y\nCONFIG_NET=y\n")
+    drv, ctx = configure(tmp_path, fragments=["virtio.config"], config_groups=["basic"],
+                         options=["# CONFIG_VIRTIO_MMIO is not set", ["--module", "CONFIG_DUMMY"],
+                                  ["--enable", "CONFIG_MODULES"], ["--enable", "CONFIG_NETDEVICES"],
+                                  ["--enable", "CONFIG_NET_CORE"]])
+    ctx.config_dir = tmp_path
+    conf = drv.configure(ctx)
+    lines = conf.config_text.splitlines()
+    assert "CONFIG_VIRTIO_MENU=y" in lines and "CONFIG_NET=y" in lines  # from the fragment
+    assert "# CONFIG_VIRTIO_MMIO is not set" in lines  # options win over fragments
+    assert "CONFIG_DEBUG_INFO_DWARF_TOOLCHAIN_DEFAULT=y" in lines and "CONFIG_DUMMY=m" in lines
+    assert drv.key_material(ctx)["fragment:virtio.config"]  # the fragment's content is in the key
+
+    # that .config as the base of another kernel: kept as is (olddefconfig only)
+    (tmp_path / "my.config").write_text(conf.config_text)
+    drv2, ctx2 = configure(tmp_path / "b", base=str(tmp_path / "my.config"))
+    assert drv2.configure(ctx2).config_text.splitlines() == lines
+    drv3, ctx3 = configure(tmp_path / "c", base=str(tmp_path / "missing.config"))
+    with pytest.raises(ConfigError, match=r"base config .* does not exist"):
+        drv3.configure(ctx3)
