@@ -1,0 +1,1 @@
+"""lvh.rootfs driver ``mmdebstrap``: a Debian root filesystem from a mirror."""
