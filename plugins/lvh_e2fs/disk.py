@@ -38,7 +38,7 @@ class MkfsOptions(Schema):
     class Meta:
         unknown = marshmallow.RAISE
 
-    size = Size(load_default="8G", metadata={"description": "virtual size (sparse), e.g. 8G"})
+    size = Size(load_default=8 << 30, metadata={"description": "virtual size (sparse), e.g. 8G"})
     format = fields.Str(load_default="qcow2", validate=validate.OneOf(["qcow2", "raw"]))
     filesystem = fields.Str(load_default="ext4", validate=validate.OneOf(["ext4", "ext3", "ext2"]))
     label = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=16))

@@ -38,7 +38,7 @@ class GuestfishOptions(Schema):
     class Meta:
         unknown = marshmallow.RAISE
 
-    size = Size(load_default="8G", metadata={"description": "virtual size (sparse), e.g. 8G"})
+    size = Size(load_default=8 << 30, metadata={"description": "virtual size (sparse), e.g. 8G"})
     format = fields.Str(load_default="qcow2", validate=validate.OneOf(["qcow2", "raw"]))
     bootable = fields.Bool(load_default=False,
                            metadata={"description": "MBR partition + extlinux (the rootfs needs a kernel)"})

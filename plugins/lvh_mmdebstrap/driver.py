@@ -164,7 +164,7 @@ class MmdebstrapProvider(RootfsProvider):
     def _explain(self, e: CommandFailed) -> StageError | UserError:
         """Turn mmdebstrap's failure output into one clear line."""
         o = self.options
-        text = "\n".join(e.result.tail) + e.result.stdout + e.result.stderr
+        text = "\n".join([*e.result.tail, e.result.stdout, e.result.stderr])
         m = re.search(r"Unable to locate package (\S+)", text) or \
             re.search(r"Package '?(\S+?)'? has no installation candidate", text)
         if m:
