@@ -65,6 +65,9 @@ class FakeRootfs(RootfsProvider):
         (tree / "packages").write_text("\n".join(self.options["packages"]))
         if self.options["fail"]:
             (tree / "partial").write_text("half done")
+            if os.environ.get("LVH_FAKE_HANG"):
+                pidfile = Path(os.environ[LOG_ENV]).parent / "hang.pid"
+                ctx.run("sh", "-c", f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile} && exec sleep 60")
             ctx.run("sh", "-c", "echo bootstrap failed: no such package >&2; exit 3")
         return RootfsArtifact(root=ctx.out, path=tree, format="dir")
 
@@ -194,3 +197,19 @@ runs:
     kernel: k1
     command: "exit 0"
 """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m tests.fakes CONF [lvh args…]``: the real CLI with the fake drivers installed."""
+    import sys
+
+    from lvh.cli.main import main as lvh_main
+    from lvh.plugins import default_registry
+
+    for (group, name), cls in FAKES.items():
+        default_registry.register(group, name, cls)
+    lvh_main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
