@@ -74,13 +74,24 @@ def base_conf(tmp: Path) -> dict[str, Any]:
              {"type": "run-command", "cmd": "echo built-in-chroot > /etc/lvh-marker"}]}]},
         {"name": "child", "parent": "base", "packages": ["less"],
          "customize": [{"customizer": "chroot", "actions": [
-             {"type": "append-line", "file": "/etc/motd", "line": "child v1"}]}]},
+             {"type": "append-line", "file": "/etc/motd", "line": "child v1"},
+             {"type": "install-kernel", "kernel_install_dir": "kernel"}]}]},
     ]}
+
+
+def fake_kernel_install(tmp: Path) -> None:
+    """A kernel builder's output layout: boot/vmlinuz-<ver> and lib/modules/<ver>/."""
+    (tmp / "kernel" / "boot").mkdir(parents=True)
+    (tmp / "kernel" / "boot" / "vmlinuz-6.1.0-lvh").write_bytes(b"not really a kernel")
+    (tmp / "kernel" / "lib" / "modules" / "6.1.0-lvh").mkdir(parents=True)
+    (tmp / "kernel" / "lib" / "modules" / "6.1.0-lvh" / "modules.dep").write_text("")
 
 
 def test_fast_path_base_and_derived_image(rootfs_entry, tmp_path):
     conf = base_conf(tmp_path)
-    summary = engine_for(conf, tmp_path, rootfs_entry).run()
+    fake_kernel_install(tmp_path)
+    eng = engine_for(conf, tmp_path, rootfs_entry)
+    summary = eng.run()
     assert summary["ok"]
     status = {s["id"]: s["status"] for s in summary["stages"]}
     assert status["image:base/rootfs"] == "cached"  # seeded from ~/.cache/lvh-tests
@@ -99,6 +110,10 @@ def test_fast_path_base_and_derived_image(rootfs_entry, tmp_path):
     assert "Package: less\n" in debugfs(child, "cat /var/lib/dpkg/status", tmp_path)
     assert debugfs(child, "cat /etc/motd", tmp_path) == "uploaded by lvh\nchild v1\n"
     assert debugfs(child, "cat /etc/hostname", tmp_path) == "lvh-base\n"
+    assert "/boot/vmlinuz-6.1.0-lvh" in debugfs(child, "stat /vmlinuz", tmp_path)
+    assert "modules.dep" in debugfs(child, "ls /usr/lib/modules/6.1.0-lvh", tmp_path)
+    final = next(s for s in eng.stages() if s.id == "image:child/customize[0]")
+    assert final.artifact.kernel == "/vmlinuz"
     assert child.stat().st_blocks * 512 < 32 << 20, "a derived image must cost about its delta"
     assert not debugfs(child, "ls /var/lib/apt/lists", tmp_path).count(".debian.org_"), \
         "apt's lists must not be written into the image"
@@ -158,6 +173,36 @@ def test_guestfish_base_image(rootfs_entry, tmp_path):
     gf = (tmp_path / "work" / "images" / "gf.raw").resolve()
     assert summary["ok"] and img_info(gf)["format"] == "raw" and img_info(gf)["virtual-size"] == 1 << 30
     assert debugfs(gf, "cat /etc/debian_version", tmp_path).startswith("12.")
+
+
+def test_lvh_images_build_reads_upstream_images_json(rootfs_entry, tmp_path):
+    from lvh.cli.images import build_config
+    from lvh.config import load_data
+    from lvh.engine import Engine
+
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "images.json").write_text(json.dumps([
+        {"name": "base.img", "image_size": "1G",
+         "actions": [{"comment": "name it", "type": "set-hostname", "op": {"Hostname": "up"}}]},
+        {"name": "k.qcow2", "parent": "base",
+         "actions": [{"type": "run-command", "op": {"cmd": "echo derived > /etc/k"}}]}]))
+    conf, _ = build_config(d, formatter="mkfs", customizer="chroot", rootfs_provider=None, pkg_repo=None,
+                           merge_steps=True, disk_format=None, suite="bookworm", variant="minbase")
+    cfg = load_data(conf, source=str(d / "images.json"), base_dir=d, workdir=d)
+    seed_rootfs(Engine(cfg, workdir=d), rootfs_entry)
+    p = subprocess.run([LVH, "images", "build", "--dir", str(d), "--suite", "bookworm", "--variant", "minbase"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    assert (d / "images" / "base.img").resolve() == (d / "images" / "base.raw").resolve()
+    assert img_info(d / "images" / "base.img")["format"] == "raw"
+    k = (d / "images" / "k.qcow2").resolve()
+    assert img_info(k)["backing-filename"] == str((d / "images" / "base.raw").resolve())
+    assert debugfs(k, "cat /etc/k", tmp_path) == "derived\n"
+    assert debugfs(k, "cat /etc/hostname", tmp_path) == "up\n"
+    again = subprocess.run([LVH, "images", "build", "--dir", str(d), "--suite", "bookworm", "--variant", "minbase"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 stage(s) built" in again.stdout
 
 
 # -- bad input: one clear line, the right exit code, nothing in the cache, a clean next run ------

@@ -52,7 +52,7 @@ def _driver_takes(group: str, name: str, option: str) -> bool:
 
 def build_config(d: Path, *, formatter: str, customizer: str, rootfs_provider: str | None,
                  pkg_repo: str | None, merge_steps: bool, disk_format: str | None,
-                 suite: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                 suite: str | None, variant: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The pipeline dict for ``d/images.json`` and the checked upstream entries."""
     from lvh.upstream_images import read_images_json, to_config
 
@@ -63,6 +63,8 @@ def build_config(d: Path, *, formatter: str, customizer: str, rootfs_provider: s
         ropts["mirror"] = pkg_repo
     if suite:
         ropts["suite"] = suite
+    if variant:
+        ropts["variant"] = variant
     copts: dict[str, Any] = {}
     if _driver_takes("lvh.customize", customizer, "merge_steps"):
         copts["merge_steps"] = merge_steps
@@ -82,6 +84,7 @@ _common = [
     click.option("--rootfs-provider", default=None, help="lvh.rootfs driver (default: the one lvh ships)."),
     click.option("--pkg-repo", default=None, help="The package mirror (default: the provider's)."),
     click.option("--suite", default=None, help="The distribution release (default: the provider's, as upstream)."),
+    click.option("--variant", default=None, help="The bootstrap variant, e.g. minbase (default: the provider's)."),
     click.option("--merge-steps/--no-merge-steps", default=True, show_default=True,
                  help="Merge consecutive actions into one customizer call (where it has such calls)."),
     click.option("--format", "disk_format", type=click.Choice(["qcow2", "raw"]), default=None,
@@ -98,12 +101,13 @@ def _with_common(f: Any) -> Any:
 @images.command("to-pipeline")
 @_with_common
 def to_pipeline(d: Path, formatter: str, customizer: str, rootfs_provider: str | None, pkg_repo: str | None,
-                suite: str | None, merge_steps: bool, disk_format: str | None) -> None:
+                suite: str | None, variant: str | None, merge_steps: bool, disk_format: str | None) -> None:
     """Print DIR/images.json as an lvh pipeline (YAML), to edit and run with lvh pipeline run."""
     import yaml
 
     conf, _ = build_config(d, formatter=formatter, customizer=customizer, rootfs_provider=rootfs_provider,
-                           pkg_repo=pkg_repo, merge_steps=merge_steps, disk_format=disk_format, suite=suite)
+                           pkg_repo=pkg_repo, merge_steps=merge_steps, disk_format=disk_format, suite=suite,
+                           variant=variant)
     conf["workdir"] = "."
     click.echo(yaml.safe_dump(conf, sort_keys=False))
 
@@ -116,15 +120,16 @@ def to_pipeline(d: Path, formatter: str, customizer: str, rootfs_provider: str |
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.pass_context
 def build(ctx: click.Context, d: Path, formatter: str, customizer: str, rootfs_provider: str | None,
-          pkg_repo: str | None, suite: str | None, merge_steps: bool, disk_format: str | None,
-          only: tuple[str, ...], force_rebuild: bool, dry_run: bool, as_json: bool) -> None:
+          pkg_repo: str | None, suite: str | None, variant: str | None, merge_steps: bool,
+          disk_format: str | None, only: tuple[str, ...], force_rebuild: bool, dry_run: bool, as_json: bool) -> None:
     """Build the images of DIR/images.json into DIR/images/ (cached: unchanged images are not rebuilt)."""
     from lvh.config import load_data
     from lvh.engine import Engine
     from lvh.upstream_images import split_name
 
     conf, ims = build_config(d, formatter=formatter, customizer=customizer, rootfs_provider=rootfs_provider,
-                             pkg_repo=pkg_repo, merge_steps=merge_steps, disk_format=disk_format, suite=suite)
+                             pkg_repo=pkg_repo, merge_steps=merge_steps, disk_format=disk_format, suite=suite,
+                             variant=variant)
     cfg = load_data(conf, source=str(d / "images.json"), base_dir=d.resolve(), workdir=d.resolve())
     configure_hooks(ctx, json=as_json)
     engine = Engine(cfg, workdir=d.resolve(), force=force_rebuild,
