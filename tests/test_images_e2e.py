@@ -291,3 +291,71 @@ def test_missing_tool(rootfs_entry, tmp_path):
     assert p.returncode == 2
     assert "'mmdebstrap' is not installed" in error_line(p)
     assert "apt-get install mmdebstrap" in p.stderr
+
+
+# -- the fast path without root -----------------------------------------------------------------
+UNPRIV_USER = "lvh-unpriv-test"
+
+
+@pytest.fixture()
+def unprivileged_user():
+    """A user with subordinate ids (made for the test if missing, removed afterwards)."""
+    if missing_tools("runuser", "useradd", "newuidmap"):
+        pytest.skip("runuser/useradd/newuidmap missing (apt-get install util-linux passwd uidmap)")
+    made = subprocess.run(["id", UNPRIV_USER], capture_output=True).returncode != 0
+    if made:
+        subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                        UNPRIV_USER], check=True)
+    for f in ("/etc/subuid", "/etc/subgid"):
+        if not any(ln.startswith(UNPRIV_USER + ":") for ln in Path(f).read_text().splitlines()):
+            with open(f, "a") as fh:
+                fh.write(f"{UNPRIV_USER}:1300000:65536\n")
+    yield UNPRIV_USER
+    if made:
+        subprocess.run(["userdel", UNPRIV_USER], check=False)
+        for f in ("/etc/subuid", "/etc/subgid"):
+            lines = [ln for ln in Path(f).read_text().splitlines() if not ln.startswith(UNPRIV_USER + ":")]
+            Path(f).write_text("".join(ln + "\n" for ln in lines))
+
+
+class AsUser:
+    """An executor running every command as ``user`` (runuser), to drive a driver unprivileged."""
+
+    def __init__(self, user: str) -> None:
+        from lvh.executor import SubprocessExecutor
+
+        self.user, self.inner = user, SubprocessExecutor()
+
+    def run(self, command):
+        from dataclasses import replace
+
+        return self.inner.run(replace(command, argv=["runuser", "-u", self.user, "--", *command.argv]))
+
+
+def test_mkfs_from_a_tarball_without_root(rootfs_entry, unprivileged_user, monkeypatch):
+    import shutil
+    import tempfile
+
+    from lvh_e2fs.disk import MkfsFormatter
+
+    from lvh.api import RootfsArtifact
+    from lvh.testing import make_context
+
+    work = Path(tempfile.mkdtemp(prefix="lvh-unpriv-", dir="/tmp"))
+    try:
+        tar = work / "rootfs.tar"
+        subprocess.run(["tar", "-C", str(rootfs_entry / "rootfs"), "--numeric-owner", "-cf", str(tar), "."],
+                       check=True)
+        ctx = make_context(work / "stage", executor=AsUser(unprivileged_user))
+        subprocess.run(["chown", "-R", unprivileged_user, str(work)], check=True)
+        monkeypatch.setattr(os, "geteuid", lambda: 4242)  # the driver decides as a non-root user would
+        art = MkfsFormatter(MkfsFormatter.Options().load({"size": "1G"})).build(
+            ctx, RootfsArtifact(root=work, path=tar, format="tar"))
+        monkeypatch.undo()
+        assert art.path.stat().st_uid != 0, "the image must have been written by the unprivileged user"
+        assert "Group:    42" in debugfs(art.path, "stat /etc/shadow", work)  # owners kept (shadow)
+        assert "Device major/minor number: 01:03" in debugfs(art.path, "stat /dev/null", work)
+        assert "pts" in debugfs(art.path, "ls /dev", work)
+        assert not (work / "stage" / "tmp" / "rootfs").exists(), "the unpacked tree is removed"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,6 +1,8 @@
 """``lvh.disk: mkfs`` — the fast path: an ext4 image made from a rootfs tree by ``mke2fs -d``.
 
 No appliance VM and no mount: mke2fs writes the files itself (about 1 s for a minbase Debian).
+No root needed either: from a tarball (mmdebstrap's unshare mode) the tree is unpacked and
+mke2fs run in a user namespace mapping the user's subordinate ids, so owners are kept.
 Output ``qcow2`` (default) or ``raw``, sparse. ``derive`` makes a qcow2 overlay on the parent's
 published image (it costs only its delta) and, if ``size`` grows, grows the filesystem in place
 through a userspace block export (``resize2fs``), still without a VM.
@@ -9,8 +11,10 @@ through a userspace block export (``resize2fs``), still without a VM.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from lvh.api import (
@@ -59,6 +63,20 @@ def _virtual_size(ctx: Context, image: str) -> int:
     return int(json.loads(r.stdout)["virtual-size"])
 
 
+def _mode_bits(perms: str) -> int:
+    """``crw-rw-rw-`` → 0o666 (permission bits of an ls-style mode string, setuid etc. too)."""
+    bits = 0
+    for i, ch in enumerate(perms[1:10]):
+        if ch not in "-STl":
+            bits |= 1 << (8 - i)
+    for pos, flag in ((3, 0o4000), (6, 0o2000), (9, 0o1000)):
+        if perms[pos] in "sStT":
+            bits |= flag
+            if perms[pos] in "ST":
+                bits &= ~(1 << (9 - pos))
+    return bits
+
+
 def _du_bytes(path: str) -> int:
     try:
         out = subprocess.run(["du", "-sb", path], capture_output=True, text=True, check=True).stdout
@@ -105,14 +123,19 @@ class MkfsFormatter(DiskFormatter):
         need("mke2fs", "disk mkfs")
         o = self.options
         fmt = o.get("format", "qcow2")
-        tree = tree_of(ctx, rootfs, ctx.tmp / "rootfs")
         raw = (ctx.tmp if fmt == "qcow2" else ctx.out) / "disk.raw"
+        unprivileged = rootfs.format == "tar" and os.geteuid() != 0
+        tree = ctx.tmp / "rootfs" if unprivileged else tree_of(ctx, rootfs, ctx.tmp / "rootfs")
         try:
-            ctx.run(*self._mkfs_argv(str(tree), str(raw)))
+            if unprivileged:
+                kernel, initrd = self._build_unprivileged(ctx, rootfs, tree, raw)
+            else:
+                ctx.run(*self._mkfs_argv(str(tree), str(raw)))
+                kernel, initrd = kernel_in_tree(tree)
         except CommandFailed as e:
             text = "\n".join(e.result.tail)
             if re.search(r"Could not allocate|No space left|too small|populating file system", text):
-                need_b = _du_bytes(str(tree))
+                need_b = _du_bytes(str(tree)) if not unprivileged else rootfs.path.stat().st_size
                 raise UserError(f"the rootfs ({need_b / 2**20:.0f} MiB) does not fit in a "
                                 f"{int(o.get('size', 0)) / 2**20:.0f} MiB disk",
                                 hint="grow disk.size (leave room for packages and logs)") from e
@@ -123,10 +146,55 @@ class MkfsFormatter(DiskFormatter):
             path = ctx.out / "disk.qcow2"
             ctx.run("qemu-img", "convert", "-O", "qcow2", str(raw), str(path))
             raw.unlink()
-        kernel, initrd = kernel_in_tree(tree)
         return DiskArtifact(root=ctx.out, path=path, format=fmt, size=int(o.get("size", 0)),
                             filesystem=o.get("filesystem", "ext4"), root_device="vda",
                             kernel=kernel, initrd=initrd)
+
+    def _build_unprivileged(self, ctx: Context, rootfs: RootfsArtifact, tree: Path,
+                            raw: Path) -> tuple[str | None, str | None]:
+        """Without root: unpack the tarball and run mke2fs in a user namespace mapping the
+        user's subordinate ids (/etc/subuid), so files keep their owners; device nodes (which a
+        user namespace cannot create) are added to the image afterwards with debugfs."""
+        need("unshare", "disk mkfs (without root)")
+        listing = ctx.run("tar", "--numeric-owner", "-tvf", str(rootfs.path), capture=True, log_level="TRACE")
+        devices, names = [], set()
+        for line in listing.stdout.splitlines():
+            parts = line.split()
+            if len(parts) < 6:
+                continue
+            names.add(parts[-1].removeprefix("./").rstrip("/"))
+            if line[0] in "cb":
+                major, minor = parts[2].rstrip(",").split(",")[0], parts[3] if parts[2].endswith(",") else \
+                    parts[2].split(",")[1]
+                uid, gid = parts[1].split("/")
+                devices.append((line[0], _mode_bits(parts[0]), int(major), int(minor), int(uid), int(gid),
+                                "/" + parts[-1].removeprefix("./")))
+        excludes = ctx.tmp / "devices.exclude"
+        excludes.write_text("".join(f".{d[-1]}\n" for d in devices))
+        script = ('set -e; T="$1"; X="$2"; shift 2; trap \'rm -rf "$T"\' EXIT; mkdir -p "$T"; '
+                  'tar -C "$T" --numeric-owner --exclude-from="$X" -xpf "$0"; "$@"')
+        ctx.run("unshare", "--map-auto", "--map-root-user", "--", "sh", "-c", script, str(rootfs.path), str(tree),
+                str(excludes), *self._mkfs_argv(str(tree), str(raw)),
+                hint="without root this needs subordinate ids for your user (/etc/subuid, /etc/subgid) "
+                "and newuidmap (apt-get install uidmap)")
+        if devices:
+            cmds = []
+            for kind, mode, major, minor, uid, gid, path in devices:
+                ftype = 0o020000 if kind == "c" else 0o060000
+                d, _, name = path.rpartition("/")
+                # debugfs links a new node into its current directory: cd there first
+                cmds += [f"cd {d or '/'}", f"mknod {name} {kind} {major} {minor}",
+                         f"sif {name} mode 0{ftype | mode:o}", f"sif {name} uid {uid}", f"sif {name} gid {gid}"]
+            (ctx.tmp / "devices.debugfs").write_text("\n".join(cmds) + "\n")
+            ctx.run("debugfs", "-w", "-f", str(ctx.tmp / "devices.debugfs"), str(raw))
+        for kname, iname in (("vmlinuz", "initrd.img"), ("boot/vmlinuz", "boot/initrd.img")):
+            if kname in names:
+                return "/" + kname, ("/" + iname if iname in names else None)
+        ks = sorted(n for n in names if n.startswith("boot/vmlinuz-"))
+        if ks:
+            i = "boot/initrd.img-" + ks[-1][len("boot/vmlinuz-"):]
+            return "/" + ks[-1], ("/" + i if i in names else None)
+        return None, None
 
     def derive(self, ctx: Context, parent: DiskArtifact) -> DiskArtifact:
         assert ctx.out is not None and ctx.tmp is not None
