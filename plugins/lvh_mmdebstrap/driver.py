@@ -80,6 +80,7 @@ def _version(tool: str, *args: str) -> str:
     return (p.stdout + p.stderr).strip().splitlines()[0] if (p.stdout + p.stderr).strip() else "unknown"
 
 
+@functools.lru_cache(maxsize=1)
 def _host_arch() -> str:
     try:
         return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
