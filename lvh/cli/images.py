@@ -27,18 +27,29 @@ def example_config() -> None:
     click.echo(json.dumps(EXAMPLE, indent=2))
 
 
-def builtin_driver(group: str) -> str:
-    """The one driver lvh itself ships in ``group`` (a tool's name the core must not spell)."""
+def default_rootfs_provider() -> str:
+    """The rootfs provider images.json means: one that bootstraps a distribution from a package
+    mirror (its options have ``suite``, ``mirror`` and ``packages``), preferring lvh's own. The
+    core must not spell a tool's name, so it is found by what it takes."""
     from importlib.metadata import entry_points
 
     from lvh.api import UserError
+    from lvh.plugins import driver_class
 
-    names = sorted({ep.name for ep in entry_points(group=group)
-                    if ep.dist is not None and ep.dist.name.lower() == "lvh"})
-    if len(names) != 1:
-        raise UserError(f"cannot pick a default {group} driver (lvh ships {names or 'none'})",
+    fit: list[tuple[bool, str]] = []
+    for ep in entry_points(group="lvh.rootfs"):
+        try:
+            names = set(driver_class("lvh.rootfs", ep.name).Options().fields)
+        except Exception:
+            continue
+        if {"suite", "mirror", "packages"} <= names:
+            fit.append((ep.dist is not None and ep.dist.name.lower() == "lvh", ep.name))
+    ours = sorted(n for own, n in fit if own)
+    pick = ours or sorted(n for _, n in fit)
+    if len(pick) != 1:
+        raise UserError(f"cannot pick the rootfs provider for images.json (candidates: {pick or 'none'})",
                         hint="name one with --rootfs-provider (see lvh plugins list)")
-    return names[0]
+    return pick[0]
 
 
 def _driver_takes(group: str, name: str, option: str) -> bool:
@@ -57,7 +68,7 @@ def build_config(d: Path, *, formatter: str, customizer: str, rootfs_provider: s
     from lvh.upstream_images import read_images_json, to_config
 
     ims = read_images_json(d / "images.json")
-    provider = rootfs_provider or builtin_driver("lvh.rootfs")
+    provider = rootfs_provider or default_rootfs_provider()
     ropts: dict[str, Any] = {}
     if pkg_repo:
         ropts["mirror"] = pkg_repo
