@@ -359,3 +359,29 @@ def test_mkfs_from_a_tarball_without_root(rootfs_entry, unprivileged_user, monke
         assert not (work / "stage" / "tmp" / "rootfs").exists(), "the unpacked tree is removed"
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_guestfish_bootable_image(rootfs_entry, tmp_path):
+    """bootable: the distro kernel in the rootfs, an MBR partition marked bootable, extlinux
+    installed with upstream's extlinux.conf."""
+    if missing_tools("guestfish", "sfdisk"):
+        pytest.skip("guestfish/sfdisk missing (apt-get install libguestfs-tools fdisk)")
+    opts = {**BASE_ROOTFS, "bootable": True}
+    entry = cached_rootfs(opts)
+    conf = {"api_version": 1, "images": [
+        {"name": "boot", "rootfs": {"provider": "mmdebstrap", **opts},
+         "disk": {"formatter": "guestfish", "size": "2G", "format": "raw", "bootable": True}}]}
+    eng = engine_for(conf, tmp_path, entry)
+    assert eng.run()["ok"]
+    img = (tmp_path / "work" / "images" / "boot.raw").resolve()
+    art = eng.stages()[-1].artifact
+    assert art.root_device == "vda1" and art.bootable and str(art.kernel) == "/vmlinuz"
+    table = json.loads(subprocess.run(["sfdisk", "-J", str(img)], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    assert table["label"] == "dos" and len(table["partitions"]) == 1 and table["partitions"][0].get("bootable")
+    part = f"{img}?offset={table['partitions'][0]['start'] * 512}"  # e2fsprogs opens a partition so
+    ls = subprocess.run(["debugfs", "-R", "ls /", part], capture_output=True, text=True, check=True).stdout
+    assert "ldlinux.sys" in ls and "extlinux.conf" in ls and "vmlinuz" in ls
+    conf_text = subprocess.run(["debugfs", "-R", "cat /extlinux.conf", part], capture_output=True, text=True,
+                               check=True).stdout
+    assert "kernel /vmlinuz" in conf_text and "root=/dev/vda1" in conf_text
