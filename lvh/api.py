@@ -804,3 +804,14 @@ def hash_path(path: Path, *, follow: bool = True) -> str:
                 h.update(b"F%o" % (p.stat().st_mode & 0o7777))
                 h.update(hash_path(p).encode())
     return h.hexdigest()
+
+from lvh.actions import (  # noqa: E402  (re-exported: the customize-action schema)
+    ACTION_TYPES,
+    ActionField,
+    CustomizeOptions,
+    from_upstream,
+    local_paths,
+    to_upstream,
+)
+
+__all__ += ["ACTION_TYPES", "ActionField", "CustomizeOptions", "from_upstream", "local_paths", "to_upstream"]
