@@ -90,13 +90,22 @@ def kernel():
 # bad input that needs no kernel tree
 
 
-def test_unknown_group_is_a_config_error_before_any_command(tmp_path):
+def test_unknown_group_is_a_located_config_error(tmp_path):
+    from lvh.config import load_config
+
+    (tmp_path / "conf.yaml").write_text("api_version: 1\nkernels:\n  - name: k\n    builder: make\n"
+                                        "    source: /usr/src/linux-source-6.1.tar.xz\n"
+                                        "    config_groups: [bpf, bfp]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "conf.yaml")
+    msg = str(e.value)
+    assert "conf.yaml:6" in msg and "kernels[0].config_groups" in msg
+    assert "unknown config group 'bfp' (known: basic, bpf, microvm, minimize, namespaces, virtio)" in msg
+    # and a driver built without the schema still refuses it before running anything
     ex = FakeExecutor()
-    ctx = make_context(tmp_path, executor=ex)
-    drv = MakeBuilder(MakeBuilder.Options().load({"source": str(tmp_path), "config_groups": ["bpf", "bfp"]}))
-    with pytest.raises(ConfigError, match="unknown config group 'bfp'") as e:
-        drv.key_material(ctx)
-    assert "basic, bpf, microvm, minimize, namespaces, virtio" in e.value.hint
+    drv = MakeBuilder({"source": str(tmp_path), "config_groups": ["bfp"]})
+    with pytest.raises(ConfigError, match="unknown config group 'bfp'"):
+        drv.key_material(make_context(tmp_path, executor=ex))
     assert ex.commands == []
 
 

@@ -95,7 +95,8 @@ class MakeOptions(Schema):
         "description": "git URL (#branch, ?depth=N), local git repo, source folder or tarball"})
     base = fields.String(load_default="defconfig", metadata={
         "description": "defconfig, tinyconfig, allnoconfig, … or the path of a .config"})
-    config_groups = fields.List(fields.String(), load_default=list)
+    config_groups = fields.List(fields.String(validate=validate.OneOf(
+        sorted(CONFIG_GROUPS), error="unknown config group {input!r} (known: {choices})")), load_default=list)
     options = fields.List(_Option(), load_default=list)
     fragments = fields.List(fields.String(), load_default=list)
     make_args = fields.List(fields.String(), load_default=list)
