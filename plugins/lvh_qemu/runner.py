@@ -126,6 +126,10 @@ def _tag(i: int, tag: str) -> str:
     return tag or ("host_mount" if i == 0 else f"host_mount{i}")
 
 
+def spec_daemon(plan: _Plan) -> bool:
+    return plan.pidfile is not None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,7 +240,8 @@ class QemuRunner(Runner):
         plan = _Plan(argv=argv, rundir=rundir, console=console, accel=accel)
         if self.options.get("serial_port"):
             argv += ["-serial", f"telnet:localhost:{self.options['serial_port']},server,nowait"]
-        interactive_console = not exec_mode and not spec.daemonize and spec.interactive
+        interactive_console = (not exec_mode and not spec.daemonize and spec.interactive
+                               and spec.console_log is None)
         if not interactive_console:
             argv += ["-serial", f"file:{console}"]
         if image is not None:
@@ -348,7 +353,8 @@ class QemuRunner(Runner):
 
     def _start(self, ctx: Context, plan: _Plan, **kw: Any) -> subprocess.Popen[bytes]:
         ctx.check_cancelled()
-        ctx.log.info("$ {}", shlex.join(plan.argv))
+        level = "INFO" if self.options.get("show_console") or spec_daemon(plan) else "DEBUG"
+        ctx.log.log(level, "$ {}", shlex.join(plan.argv))
         try:
             return subprocess.Popen(plan.argv, start_new_session=True, **kw)
         except FileNotFoundError:

@@ -19,6 +19,9 @@ LVH_NET=0
 LVH_INIT=/sbin/init
 LVH_SSH_KEY=
 [ -f /lvh/run.conf ] && . /lvh/run.conf
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in init=*) LVH_INIT=${arg#init=} ;; esac
+done
 
 STATUS=/dev/null
 die() {
@@ -75,6 +78,11 @@ if [ "$LVH_NET" = 1 ]; then
 	[ -f /newroot/etc/resolv.conf ] || echo "nameserver 10.0.2.3" > /tmp/resolv.conf
 fi
 
+# A busybox for tests and debugging, without touching the image: /run/lvh/busybox.
+if [ -d /newroot/run ] && mount -t tmpfs tmpfs /newroot/run 2>/dev/null; then
+	mkdir -p /newroot/run/lvh && cp /bin/busybox /newroot/run/lvh/busybox
+fi
+
 if [ "$LVH_MODE" != exec ]; then
 	if [ -n "$LVH_SSH_KEY" ]; then
 		mkdir -p /newroot/root/.ssh && chmod 700 /newroot/root/.ssh
@@ -92,10 +100,6 @@ mount -t devtmpfs devtmpfs /newroot/dev 2>/dev/null
 mkdir -p /newroot/dev/pts /newroot/dev/shm 2>/dev/null
 mount -t devpts devpts /newroot/dev/pts 2>/dev/null
 mount -t tmpfs tmpfs /newroot/tmp 2>/dev/null
-# A busybox for tests and debugging, without touching the image: /run/lvh/busybox.
-if [ -d /newroot/run ] && mount -t tmpfs tmpfs /newroot/run 2>/dev/null; then
-	mkdir -p /newroot/run/lvh && cp /bin/busybox /newroot/run/lvh/busybox
-fi
 hostname lvh
 
 echo "S" >&3
