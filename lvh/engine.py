@@ -421,7 +421,7 @@ class Engine:
             ctx = self._context(st, build)
             try:
                 with self._stage_log(st, build.log):
-                    logger.info("{}: {} ({})", st.id, st.method, st.ref.name)
+                    logger.debug("{}: {} ({})", st.id, st.method, st.ref.name)
                     driver = st.ref.instance()
                     result = self._call(driver, st, ctx, inputs)
                     self._check_artifact(st, result, build)

@@ -70,3 +70,27 @@ def _stop_progress(key: str) -> None:
     if not tasks:
         prog.stop()
         _state["progress"] = None
+
+
+@hookimpl
+def lvh_pipeline_finished(summary: dict[str, Any]) -> None:
+    """The closing summary: stage, driver, cached or built, time; then the runs' exit codes."""
+    if not _state["enabled"] or not summary.get("stages"):
+        return
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False, title=None)
+    for col in ("stage", "driver", "result", "time"):
+        t.add_column(col, justify="right" if col == "time" else "left")
+    colour = {"built": "green", "cached": "blue", "failed": "red", "skipped": "dim", "ran": "green"}
+    runs = {r["name"]: r for r in summary.get("runs", [])}
+    for st in summary["stages"]:
+        status = st["status"]
+        if st["kind"] == "run" and st["target"] in runs:
+            r = runs[st["target"]]
+            status = f"exit {r['exit_code']}" if r["status"] == "exited" else r["status"]
+        c = colour.get(st["status"], "white")
+        t.add_row(st["id"], st["driver"], f"[{c}]{status}[/]", f"{st['duration']:.1f}s")
+    _state["console"].print(t)
+    verdict = "[green]ok[/]" if summary["ok"] else f"[red]exit {summary['exit_code']}[/]"
+    _state["console"].print(f"{verdict} in {summary['duration']:.1f}s — outputs in {summary.get('workdir')}")

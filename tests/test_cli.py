@@ -156,3 +156,18 @@ def test_ctrl_c_stops_the_child_and_leaves_the_cache_consistent(conf, tmp_path):
         os.kill(child, 0)
     assert not list((tmp_path / "_data" / "cache" / ".tmp").iterdir())
     assert len(list((tmp_path / "_data" / "failed").iterdir())) == 1
+
+
+def test_log_json_records_commands_and_library_is_quiet(conf, tmp_path):
+    r = lvh("--log-json", "log.jsonl", "pipeline", "run", str(conf), "--only", "base", cwd=conf.parent)
+    assert r.returncode == 0, r.stderr
+    records = [json.loads(line)["record"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert any(rec["message"] == "image:base/rootfs: build (fake)" for rec in records)
+    # The summary closes the run on stderr.
+    assert "image:base/disk" in r.stderr and "built" in r.stderr
+    # Imported as a library, lvh logs nothing until a program enables it.
+    code = "import lvh, loguru, sys; loguru.logger.remove(); loguru.logger.add(sys.stderr); " \
+           "from lvh.executor import SubprocessExecutor; from lvh.api import Command; " \
+           "SubprocessExecutor().run(Command(['true']))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0 and r.stderr == ""

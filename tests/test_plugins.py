@@ -114,3 +114,49 @@ def test_stevedore_test_instance_style_registration():
     reg.register("lvh.rootfs", "fake", FakeRootfs)
     d = reg.load("lvh.rootfs", "fake", {"suite": "sid", "packages": [], "fail": False, "sleep": 0})
     assert d.options["suite"] == "sid"
+
+
+HOOKS = """
+import click
+from lvh.api import hookimpl
+
+@click.command()
+def hello():
+    '''Say hello from a hook plugin.'''
+    click.echo("hello from a plugin")
+
+@hookimpl
+def lvh_cli_commands(cli):
+    cli.add_command(hello)
+"""
+
+
+def test_hook_plugin_adds_a_cli_command(dists, tmp_path):
+    import os
+    import subprocess
+
+    dists("lvh-hello", "0.9", {"lvh.hooks": {"hello": "hellohooks"}}, {"hellohooks": HOOKS})
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "hello"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout == "hello from a plugin\n", r.stderr
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "--help"], capture_output=True, text=True, env=env)
+    assert "Say hello from a hook plugin." in r.stdout
+
+
+def test_broken_hook_plugin_is_a_loud_error(dists, tmp_path):
+    import os
+    import subprocess
+
+    dists("lvh-badhook", "0.1", {"lvh.hooks": {"bad": "badhooks"}}, {"badhooks": "import nonexistent_dep"})
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "plugins", "list", "--json"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0
+    bad = next(p for p in json.loads(r.stdout) if p["name"] == "bad")
+    assert bad["kind"] == "hooks" and "No module named 'nonexistent_dep'" in bad["error"]
+    # Anything that needs the hooks refuses to run without them, loudly.
+    (tmp_path / "empty.yaml").write_text("api_version: 1\n")
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "pipeline", "plan", "empty.yaml"], capture_output=True,
+                       text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 2
+    assert "error: hook plugin 'bad' (badhooks, from lvh-badhook 0.1) failed to import" in r.stderr

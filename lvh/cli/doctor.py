@@ -7,6 +7,8 @@ from typing import Any
 
 import click
 
+from lvh.cli.main import stdout_console
+
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
@@ -45,10 +47,9 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps({"host": {"arch": host.arch, "cpus": host.cpus}, "acceleration": accel,
                                "requirements": rows, "ok": not missing}, indent=2))
     else:
-        from rich.console import Console
         from rich.table import Table
 
-        con = Console(soft_wrap=True)
+        con = stdout_console()
         t = Table(box=None, pad_edge=False)
         for col in ("driver", "needs", "", "detail / how to install"):
             t.add_column(col)

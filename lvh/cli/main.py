@@ -90,6 +90,13 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+def stdout_console() -> Any:
+    """A rich Console on stdout; wide when stdout is not a terminal, so tables don't wrap in logs."""
+    from rich.console import Console
+
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+
+
 def setup_logging(verbose: int, quiet: bool, log_json: str | None, console: Any = None) -> None:
     """Sinks for the CLI: stderr (INFO; DEBUG with -v; WARNING with -q) and an optional JSON file."""
     from loguru import logger

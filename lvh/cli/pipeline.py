@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from lvh.cli.main import configure_hooks
+from lvh.cli.main import configure_hooks, stdout_console
 
 _conf_arg = click.argument("conf", type=click.Path(dir_okay=False, path_type=Path))
 _workdir_opt = click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
@@ -52,9 +52,8 @@ def _print_plan(plan: list[dict[str, Any]], console: Any) -> None:
         state = "[green]cached[/]" if st["cached"] else ("[yellow]to run[/]" if st["kind"] == "run"
                                                          else "[yellow]to build[/]")
         t.add_row(str(i), st["id"], st["driver"], st["key"][:12] or "-", state)
-    from rich.console import Console
 
-    out = Console(file=sys.stdout, soft_wrap=True)
+    out = stdout_console()
     out.print(t)
     for st in plan:
         for cmd in st["commands"]:

@@ -6,6 +6,8 @@ import json
 
 import click
 
+from lvh.cli.main import stdout_console
+
 
 @click.group()
 def plugins() -> None:
@@ -22,7 +24,6 @@ def list_(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(box=None, pad_edge=False)
@@ -31,4 +32,4 @@ def list_(as_json: bool) -> None:
     for i in infos:
         t.add_row(i.kind, i.name, i.distribution, i.version, i.module,
                   f"[red]error: {i.error}[/]" if i.error else "[green]ok[/]")
-    Console(soft_wrap=True).print(t)
+    stdout_console().print(t)
