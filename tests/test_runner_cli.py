@@ -87,3 +87,29 @@ def test_daemonize_ssh_key_port_and_stop(tmp_path, env, debian_image, runner_ker
     finally:
         if pid and Path(f"/proc/{pid}").exists():
             os.kill(pid, 9)
+
+
+def test_ctrl_c_stops_the_vm(tmp_path, env, debian_image, runner_kernel):
+    import signal
+
+    p = subprocess.Popen([sys.executable, "-m", "lvh.cli.main", "run", "--runner", "microvm", "--image",
+                          str(debian_image.path), "--kernel", str(runner_kernel.image), "--mem", "512M", "--cpu",
+                          "1", "--", "echo started; sleep 100"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env, text=True)
+    assert p.stdout is not None
+    assert p.stdout.readline() == "started\n"
+    qemu = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and _ppid(d) == p.pid]
+    assert qemu, "no qemu child"
+    p.send_signal(signal.SIGINT)
+    assert p.wait(30) == 130
+    time.sleep(0.5)
+    assert not any((Path(f"/proc/{q}").exists() and _ppid(Path(f"/proc/{q}")) != 1) or
+                   (Path(f"/proc/{q}/cmdline").exists() and b"qemu" in Path(f"/proc/{q}/cmdline").read_bytes())
+                   for q in qemu), "qemu left running"
+
+
+def _ppid(d: Path) -> int:
+    try:
+        return int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1

@@ -170,3 +170,16 @@ def test_kernel_installed_in_the_image(tmp_path, kernel_image, modular_kernel):
     res, out, _ = run(tmp_path, "qemu", "uname -r", kernel_image, None)
     assert res.exit_code == 0, Path(res.console_log).read_text()[-2000:]
     assert out["stdout"].decode().strip() == modular_kernel.version
+
+
+def test_kernel_only_runs_in_the_initramfs(tmp_path, runner_kernel):
+    res, out, _ = run(tmp_path, "microvm", "cat /proc/cmdline >/dev/null && echo in-initramfs; exit 4", None,
+                      runner_kernel)
+    assert (res.exit_code, out["stdout"]) == (4, b"in-initramfs\n")
+
+
+def test_guest_that_never_reaches_the_command(tmp_path, debian_image, runner_kernel):
+    # The root device does not exist: lvh's init reports it and the run fails with 126.
+    img = DiskArtifact(root=debian_image.root, path=debian_image.path, format="raw", root_device="vdb")
+    res, _, _ = run(tmp_path, "microvm", "true", img, runner_kernel)
+    assert (res.status, res.exit_code) == ("boot-failed", RunResult.EXIT_BOOT_FAILED)

@@ -126,6 +126,34 @@ def _tag(i: int, tag: str) -> str:
     return tag or ("host_mount" if i == 0 else f"host_mount{i}")
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def _sigterm_cancels() -> Any:
+    """SIGTERM to lvh stops the VM like Ctrl-C does (only possible in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def spec_daemon(plan: _Plan) -> bool:
     return plan.pidfile is not None
 
@@ -352,7 +380,10 @@ class QemuRunner(Runner):
         return self._run_boot(ctx, spec, plan)
 
     def _start(self, ctx: Context, plan: _Plan, **kw: Any) -> subprocess.Popen[bytes]:
+        """Start QEMU in its own session, killed by the kernel if lvh dies (even by SIGKILL):
+        never an orphan VM."""
         ctx.check_cancelled()
+        kw.setdefault("preexec_fn", _die_with_parent)
         level = "INFO" if self.options.get("show_console") or spec_daemon(plan) else "DEBUG"
         ctx.log.log(level, "$ {}", shlex.join(plan.argv))
         try:
@@ -418,39 +449,40 @@ class QemuRunner(Runner):
                 elif text.startswith("E ") and init_error is None:
                     init_error = text[2:]
 
-        try:
-            while True:
-                pump()
-                if proc.poll() is not None:
-                    break
-                now = time.monotonic()
-                if code is not None or init_error is not None:
-                    exited_at = exited_at or now
-                    if now - exited_at > 3.0:  # the guest should have reset by now
+        with _sigterm_cancels():
+            try:
+                while True:
+                    pump()
+                    if proc.poll() is not None:
+                        break
+                    now = time.monotonic()
+                    if code is not None or init_error is not None:
+                        exited_at = exited_at or now
+                        if now - exited_at > 3.0:  # the guest should have reset by now
+                            self._kill(proc)
+                            break
+                    elif started is None and now - t0 > spec.boot_timeout:
+                        outcome = "boot-timeout"
                         self._kill(proc)
                         break
-                elif started is None and now - t0 > spec.boot_timeout:
-                    outcome = "boot-timeout"
-                    self._kill(proc)
-                    break
-                elif started is not None and spec.timeout and now - started > spec.timeout:
-                    outcome = "timeout"
-                    self._kill(proc)
-                    break
-                if ctx.cancel.is_set():
-                    self._kill(proc)
-                    raise Cancelled("interrupted")
-                time.sleep(POLL)
-            pump()
-        except KeyboardInterrupt:
-            self._kill(proc)
-            raise Cancelled("interrupted") from None
-        finally:
-            self._kill(proc)
-            for h in handles.values():
-                h.close()
-            if con is not None:
-                con.close()
+                    elif started is not None and spec.timeout and now - started > spec.timeout:
+                        outcome = "timeout"
+                        self._kill(proc)
+                        break
+                    if ctx.cancel.is_set():
+                        self._kill(proc)
+                        raise Cancelled("interrupted")
+                    time.sleep(POLL)
+                pump()
+            except KeyboardInterrupt:
+                self._kill(proc)
+                raise Cancelled("interrupted") from None
+            finally:
+                self._kill(proc)
+                for h in handles.values():
+                    h.close()
+                if con is not None:
+                    con.close()
         duration = time.monotonic() - t0
         result = RunResult(root=plan.rundir, console_log=plan.console, duration=duration)
         if code is not None:
@@ -462,7 +494,7 @@ class QemuRunner(Runner):
             result.status, result.exit_code = "timeout", RunResult.EXIT_TIMEOUT
             why = f"the guest command did not finish within {spec.timeout:g}s"
         elif outcome == "boot-timeout":
-            result.status, result.exit_code = "timeout", RunResult.EXIT_TIMEOUT
+            result.status, result.exit_code = "boot-failed", RunResult.EXIT_BOOT_FAILED
             why = f"the guest did not reach the command within the boot timeout ({spec.boot_timeout:g}s)"
         elif PANIC_RE.search(console):
             result.status, result.exit_code = "panic", RunResult.EXIT_PANIC

@@ -57,12 +57,17 @@ if [ "$LVH_MODE" = exec ]; then
 	exec 3>"$STATUS"
 fi
 
-i=0
-while [ ! -b "$LVH_ROOT" ]; do
-	i=$((i+1)); [ $i -gt 1000 ] && die "root device $LVH_ROOT did not appear"
-	sleep 0.01
-done
-mount -t "$LVH_FSTYPE" -o "$LVH_ROOTFLAGS" "$LVH_ROOT" /newroot || die "cannot mount $LVH_ROOT ($LVH_FSTYPE)"
+if [ -z "$LVH_ROOT" ]; then
+	# No image: the command runs in this initramfs (busybox).
+	mount --bind / /newroot || die "cannot bind-mount the initramfs"
+else
+	i=0
+	while [ ! -b "$LVH_ROOT" ]; do
+		i=$((i+1)); [ $i -gt 1000 ] && die "root device $LVH_ROOT did not appear"
+		sleep 0.01
+	done
+	mount -t "$LVH_FSTYPE" -o "$LVH_ROOTFLAGS" "$LVH_ROOT" /newroot || die "cannot mount $LVH_ROOT ($LVH_FSTYPE)"
+fi
 
 # 9p host mounts: "tag:target:ro|rw" separated by spaces.
 for m in $LVH_MOUNTS; do
