@@ -160,10 +160,11 @@ def test_port_forward_reaches_a_guest_service(tmp_path, debian_image, runner_ker
 
 
 def test_modular_kernel_loads_its_modules(tmp_path, debian_image, modular_kernel):
-    res, out, _ = run(tmp_path, "microvm", "grep -o '^virtio_blk' /proc/modules; uname -r; exit 3",
-                      debian_image, modular_kernel)
+    res, out, _ = run(tmp_path, "microvm", "grep -o '^virtio_blk' /proc/modules; uname -r; "
+                      "ls /lib/modules/$(uname -r)/modules.dep; exit 3", debian_image, modular_kernel)
     assert res.exit_code == 3, Path(res.console_log).read_text()[-2000:]
-    assert out["stdout"].decode().split() == ["virtio_blk", modular_kernel.version]
+    v = modular_kernel.version
+    assert out["stdout"].decode().split() == ["virtio_blk", v, f"/lib/modules/{v}/modules.dep"]
 
 
 def test_kernel_installed_in_the_image(tmp_path, kernel_image, modular_kernel):

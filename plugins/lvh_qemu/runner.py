@@ -33,6 +33,7 @@ from lvh.api import (
     Context,
     DiskArtifact,
     HostInfo,
+    HostMount,
     KernelArtifact,
     PortForward,
     Requirement,
@@ -231,6 +232,16 @@ class QemuRunner(Runner):
             return KernelArtifact(root=d, image=d / "vmlinuz")
         return guestkernel.extract(ctx, image, root, self.bus)
 
+    @staticmethod
+    def _kernel_modules_dir(kernel: KernelArtifact | None) -> Path | None:
+        if kernel is None or kernel.modules is None:
+            return None
+        base = Path(kernel.modules) / "lib" / "modules"
+        if kernel.version and (base / kernel.version).is_dir():
+            return base / kernel.version
+        dirs = sorted(p for p in base.glob("*") if p.is_dir()) if base.is_dir() else []
+        return dirs[-1] if len(dirs) == 1 else None
+
     def _modules(self, kernel: KernelArtifact | None) -> list[Path]:
         if kernel is None or kernel.modules is None:
             return []
@@ -281,6 +292,12 @@ class QemuRunner(Runner):
         cmdline += [f"console={self._console_dev()}", "earlyprintk=ttyS0", "panic=-1"]
         cmdline += self._extra_cmdline(accel)
         mounts = list(spec.host_mounts)
+        kmods = self._kernel_modules_dir(spec.kernel)
+        if kmods is not None and image is not None and (exec_mode or modules):
+            # The kernel's modules, where the guest's modprobe looks for them (upstream's
+            # kernel_modules share, mounted for the user).
+            mounts.append(HostMount(source=kmods, target=f"/lib/modules/{kmods.name}", readonly=True,
+                                    tag="kernel_modules"))
         ssh = spec.ssh and not exec_mode
         ports = list(spec.ports)
         if ssh and not any(p.guest_port == 22 for p in ports):
@@ -343,7 +360,7 @@ class QemuRunner(Runner):
             argv += ["-monitor", f"tcp:localhost:{self.options['monitor_port']},server,nowait"]
 
         for i, m in enumerate(mounts):
-            fid = "host_id" if i == 0 else f"host_id{i}"
+            fid = "host_id" if i == 0 else (f"{m.tag}_id" if m.tag == "kernel_modules" else f"host_id{i}")
             tag = _tag(i, m.tag)
             ro = ",readonly=on" if m.readonly else ""
             argv += ["-fsdev", f"local,id={fid},path={Path(m.source).resolve()},security_model=none{ro}",
