@@ -137,7 +137,7 @@ def upstream_print(argv: list[str]) -> str:
 @click.option("--cpu-kind", default=None, help="QEMU -cpu model (e.g. host, kvm64, max).")
 @click.option("--qemu-monitor-port", type=int, default=0, help="Telnet monitor port on localhost.")
 @click.option("--root-dev", default="vda", show_default=True, help="Root device in the guest (vda, vda1).")
-@click.option("--qemu-arch", default=None, help="Emulator architecture (qemu-system-ARCH).")
+@click.option("--qemu-arch", default=None, help="Guest architecture of the emulator (e.g. x86_64, aarch64).")
 @click.option("--append", "append", multiple=True, help="Extra kernel command-line argument.")
 @click.option("--timeout", type=float, default=None, help="Seconds the command may run (exec mode).")
 @click.option("--boot-timeout", type=float, default=300.0, show_default=True,
@@ -181,7 +181,7 @@ def run(ctx: click.Context, image_ref: str | None, kernel_ref: str | None, runne
     if qemu_monitor_port:
         options["monitor_port"] = qemu_monitor_port
     if qemu_arch:
-        options["binary"] = f"qemu-system-{qemu_arch}"
+        options["arch"] = qemu_arch
     if show_console:
         options["show_console"] = True
     if no_accel:

@@ -66,6 +66,8 @@ class QemuOptions(Schema):
     accel = fields.String(load_default="auto", validate=validate.OneOf(["auto", "kvm", "tcg"]))
     #: The emulator binary (default: ``qemu-system-<arch>``).
     binary = fields.String(load_default=None, allow_none=True)
+    #: The emulated architecture (``qemu-system-<arch>``; default: the host's).
+    arch = fields.String(load_default=None, allow_none=True)
     #: ``-cpu`` model (default: ``host`` with KVM, QEMU's default with TCG).
     cpu_kind = fields.String(load_default=None, allow_none=True)
     #: pc/q35 runner: the machine type.
@@ -189,7 +191,7 @@ class QemuRunner(Runner):
         return str(self.options.get("machine", "pc"))
 
     def _binary(self, ctx: Context) -> str:
-        return self.options.get("binary") or f"qemu-system-{ctx.host.arch}"
+        return self.options.get("binary") or f"qemu-system-{self.options.get('arch') or ctx.host.arch}"
 
     def _accel(self, ctx: Context, spec: RunSpec) -> str:
         want = spec.accel if spec.accel != "auto" else self.options.get("accel", "auto")
