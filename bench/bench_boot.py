@@ -27,12 +27,19 @@ LVH_BIN = Path(sys.executable).with_name("lvh")
 
 
 def timed(fn: Callable[[], object], runs: int) -> float:
-    samples = []
+    return interleaved([fn], runs)[0]
+
+
+def interleaved(fns: list[Callable[[], object]], runs: int) -> list[float]:
+    """Medians of ``runs`` runs of each function, alternating them so that a change in the
+    host's load (shared CI machines) hits every variant alike."""
+    samples: list[list[float]] = [[] for _ in fns]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            samples[i].append(time.perf_counter() - t0)
+    return [statistics.median(s) for s in samples]
 
 
 def make_image(tmp: Path) -> Path:
@@ -97,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         def by_hand() -> None:
             subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
 
-        hand = timed(by_hand, a.runs)
-        via = timed(lambda: lvh_run("microvm"), a.runs)
-        pc = timed(lambda: lvh_run("qemu"), a.runs)
+        hand, via, pc = interleaved([by_hand, lambda: lvh_run("microvm"), lambda: lvh_run("qemu")], a.runs)
         print(f"exec `true`, microvm: qemu by hand {hand:.2f}s, via lvh {via:.2f}s -> ratio {via / hand:.2f} "
               f"(target <= 1.10)")
         print(f"exec `true` via lvh: microvm {via:.2f}s, pc {pc:.2f}s -> pc/microvm {pc / via:.2f}")

@@ -411,12 +411,13 @@ class QemuRunner(Runner):
             raise UserError(f"{plan.argv[0]} is not installed", hint=QEMU_HINT) from None
 
     @staticmethod
-    def _kill(proc: subprocess.Popen[bytes]) -> None:
+    def _kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        """Stop QEMU's process group: ``sig`` (SIGTERM: QEMU exits cleanly), SIGKILL if it lingers."""
         if proc.poll() is not None:
             return
-        for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 5.0)):
+        for s, wait in ((sig, 2.0), (signal.SIGKILL, 5.0)):
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, sig)
+                os.killpg(proc.pid, s)
             try:
                 proc.wait(timeout=wait)
                 return
@@ -475,7 +476,14 @@ class QemuRunner(Runner):
                     if proc.poll() is not None:
                         break
                     now = time.monotonic()
-                    if code is not None or init_error is not None:
+                    if code is not None:
+                        # The guest wrote its output before its status (a virtio-serial write
+                        # returns once QEMU has written it to the host file), and the disk is a
+                        # throw-away snapshot: nothing is lost by not waiting for the reset.
+                        pump()
+                        self._kill(proc, sig=signal.SIGKILL)
+                        break
+                    if init_error is not None:
                         exited_at = exited_at or now
                         if now - exited_at > 3.0:  # the guest should have reset by now
                             self._kill(proc)
