@@ -73,9 +73,18 @@ def _tree(tmp: Path) -> Path:
     return root
 
 
-def _mkfs(root: Path, out: Path, size: str = "600M") -> Path:
+def _mkfs(root: Path, out: Path, size: str = "600M", *, partitioned: bool = False) -> Path:
+    """An ext4 filesystem of ``root``: the whole file (lvh's layout), or, ``partitioned``, in a
+    first MBR partition at 1 MiB (the layout of distribution and cloud images)."""
     need("mke2fs")
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(root), "-L", "lvh", str(out), size],
+    extra: list[str] = []
+    if partitioned:
+        need("sfdisk")
+        with out.open("wb") as fh:
+            fh.truncate(int(size.rstrip("M")) * 1024**2 + 2 * 1024**2)
+        subprocess.run(["sfdisk", "-q", str(out)], input=b"start=2048, type=83\n", check=True)
+        extra = ["-E", "offset=1048576"]
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", *extra, "-d", str(root), "-L", "lvh", str(out), size],
                    check=True)
     return out
 
@@ -93,6 +102,18 @@ def debian_image(tmp_path_factory: pytest.TempPathFactory) -> DiskArtifact:
 def kernel_image(tmp_path_factory: pytest.TempPathFactory, modular_kernel: KernelArtifact) -> DiskArtifact:
     """A Debian image with a distribution kernel installed the way linux-image-* installs it:
     /boot/vmlinuz-<ver> and the modules the boot needs under /lib/modules/<ver>."""
+    return _kernel_image(tmp_path_factory, modular_kernel, partitioned=False)
+
+
+@pytest.fixture(scope="session")
+def partitioned_kernel_image(tmp_path_factory: pytest.TempPathFactory,
+                             modular_kernel: KernelArtifact) -> DiskArtifact:
+    """Like ``kernel_image``, on a partitioned disk (root on vda1), like a plain Debian image."""
+    return _kernel_image(tmp_path_factory, modular_kernel, partitioned=True)
+
+
+def _kernel_image(tmp_path_factory: pytest.TempPathFactory, modular_kernel: KernelArtifact, *,
+                  partitioned: bool) -> DiskArtifact:
     from lvh_qemu.initramfs import WANTED_MODULES, module_plan
 
     tmp = tmp_path_factory.mktemp("kimg")
@@ -111,7 +132,8 @@ def kernel_image(tmp_path_factory: pytest.TempPathFactory, modular_kernel: Kerne
         rel = p.relative_to(src)
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(p, dst / rel)
-    path = _mkfs(root, tmp / "kernel.raw")
+    path = _mkfs(root, tmp / "kernel.raw", partitioned=partitioned)
     shutil.rmtree(root)
-    return DiskArtifact(root=tmp, path=path, format="raw", root_device="vda",
-                        kernel=f"/boot/vmlinuz-{ver}")
+    # A distribution image does not say where its kernel is: leave it to the runner to find.
+    return DiskArtifact(root=tmp, path=path, format="raw", root_device="vda1" if partitioned else "vda",
+                        kernel=None if partitioned else f"/boot/vmlinuz-{ver}")

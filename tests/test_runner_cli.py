@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from runner_fixtures are used as arguments)
 """End-to-end tests of ``lvh run`` / ``lvh stop`` with real QEMU under TCG."""
 
 from __future__ import annotations
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 from lvh_qemu.runner import _free_port
 
-from .runner_fixtures import debian_image, need, runner_kernel  # noqa: F401
+from .runner_fixtures import *  # noqa: F403 (session fixtures)
+from .runner_fixtures import need
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from runner_fixtures are used as arguments)
 """End-to-end tests of exec mode with real QEMU under TCG: exit codes, streamed output, timeout,
 panic, the image never written, 9p mounts, port forwards, modular and in-image kernels."""
 
@@ -17,7 +16,8 @@ from lvh_qemu.runner import MicrovmRunner, QemuRunner, _free_port
 from lvh.api import DiskArtifact, HostMount, KernelArtifact, PortForward, RunResult, RunSpec
 from lvh.testing import make_context
 
-from .runner_fixtures import debian_image, kernel_image, modular_kernel, need, runner_kernel  # noqa: F401
+from .runner_fixtures import *  # noqa: F403 (session fixtures)
+from .runner_fixtures import need
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -184,3 +184,17 @@ def test_guest_that_never_reaches_the_command(tmp_path, debian_image, runner_ker
     img = DiskArtifact(root=debian_image.root, path=debian_image.path, format="raw", root_device="vdb")
     res, _, _ = run(tmp_path, "microvm", "true", img, runner_kernel)
     assert (res.status, res.exit_code) == ("boot-failed", RunResult.EXIT_BOOT_FAILED)
+
+
+def test_partitioned_image_with_its_own_kernel(tmp_path, partitioned_kernel_image, modular_kernel):
+    need("qemu-img")
+    # As a qcow2 (how distribution cloud images come), root on the first partition.
+    qcow = tmp_path / "debian.qcow2"
+    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(partitioned_kernel_image.path),
+                    str(qcow)], check=True)
+    img = DiskArtifact(root=tmp_path, path=qcow, format="qcow2", root_device="vda1")
+    res, out, _ = run(tmp_path, "microvm", "uname -r; findmnt -n -o SOURCE / || mount | grep ' / '", img, None)
+    assert res.exit_code == 0, Path(res.console_log).read_text()[-2000:]
+    lines = out["stdout"].decode().splitlines()
+    assert lines[0] == modular_kernel.version
+    assert "/dev/vda1" in lines[1]
