@@ -34,11 +34,19 @@ WANTED_MODULES = {
 
 def find_busybox() -> Path:
     """The host's static busybox (Debian: busybox-static)."""
+    dynamic = None
     for c in BUSYBOX_CANDIDATES:
         p = Path(c)
         if p.exists():
+            with p.open("rb") as fh:
+                head = fh.read(4096)
+            if b"ld-linux" in head or b"ld-musl" in head:  # has an ELF interpreter: not static
+                dynamic = p
+                continue
             return p
-    raise ToolMissing("busybox", hint="apt-get install busybox-static", needed_by="lvh_qemu exec mode")
+    why = f" ({dynamic} is dynamically linked)" if dynamic else ""
+    raise ToolMissing(f"busybox (static){why}", hint="apt-get install busybox-static",
+                      needed_by="lvh's guest init")
 
 
 def _modname(path: str) -> str:
