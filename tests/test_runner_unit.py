@@ -145,3 +145,23 @@ def test_bad_input_is_one_line_exit_2(args, msg):
     assert msg in res.stderr
     assert "Traceback" not in res.stderr
     assert res.stderr.startswith("error: ")
+
+
+@pytest.mark.skipif(not shutil.which("sfdisk", path="/usr/sbin:/sbin:/usr/bin"), reason="sfdisk is not installed")
+@pytest.mark.parametrize("label", ["dos", "gpt"])
+def test_partition_offset(tmp_path, label):
+    from lvh_qemu.guestkernel import partition_offset
+
+    from lvh.api import UserError
+
+    disk = tmp_path / "d.raw"
+    with disk.open("wb") as fh:
+        fh.truncate(64 * 1024**2)
+    table = f"label: {label}\nstart=2048, size=20480\nstart=40960\n"
+    sfdisk = shutil.which("sfdisk", path="/usr/sbin:/sbin:/usr/bin")
+    subprocess.run([sfdisk, "-q", str(disk)], input=table.encode(), check=True)
+    assert partition_offset(disk, "vda") == 0
+    assert partition_offset(disk, "vda1") == 2048 * 512
+    assert partition_offset(disk, "vda2") == 40960 * 512
+    with pytest.raises(UserError):
+        partition_offset(disk, "vda3")

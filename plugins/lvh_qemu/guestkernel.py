@@ -26,23 +26,44 @@ def cache_dir(ctx: Context, image: DiskArtifact) -> Path:
     return Path(ctx.user_cache) / "qemu" / "guest-kernel" / h
 
 
-def _partition_offset(ctx: Context, raw: Path, root_device: str) -> int:
-    m = re.search(r"(\d+)$", root_device)
-    if not m or not re.search(r"[a-z]\d+$", root_device):
+def partition_offset(raw: Path, root_device: str) -> int:
+    """Byte offset of the filesystem of ``root_device`` (``vda`` → 0, ``vda2`` → the second
+    partition) in the raw disk ``raw``: MBR or GPT, 512-byte sectors."""
+    m = re.fullmatch(r"[a-z]+?(?:p?)(\d+)", root_device)
+    if not m:
         return 0
     num = int(m.group(1))
-    res = ctx.run("sfdisk", "--json", raw, capture=True, check=False)
-    if res.returncode != 0:
-        return 0
-    table = json.loads(res.stdout)["partitiontable"]
-    sector = int(table.get("sectorsize", 512))
-    parts = table.get("partitions", [])
-    if num > len(parts):
-        raise UserError(f"root device {root_device}: the image has only {len(parts)} partitions")
-    return int(parts[num - 1]["start"]) * sector
+    with Path(raw).open("rb") as fh:
+        mbr = fh.read(512)
+        if len(mbr) < 512 or mbr[510:512] != b"\x55\xaa":
+            raise UserError(f"root device {root_device}: the image has no partition table",
+                            hint="use --root-dev vda for a bare filesystem image")
+        entries = [mbr[446 + 16 * i: 462 + 16 * i] for i in range(4)]
+        if entries[0][4] == 0xEE:  # protective MBR: GPT
+            fh.seek(512)
+            hdr = fh.read(92)
+            if hdr[:8] != b"EFI PART":
+                raise UserError(f"root device {root_device}: bad GPT header in the image")
+            lba = int.from_bytes(hdr[72:80], "little")
+            count = int.from_bytes(hdr[80:84], "little")
+            size = int.from_bytes(hdr[84:88], "little")
+            if num > count:
+                raise UserError(f"root device {root_device}: the image has only {count} partition slots")
+            fh.seek(lba * 512 + (num - 1) * size)
+            ent = fh.read(size)
+            start = int.from_bytes(ent[32:40], "little")
+        else:
+            if num > 4:
+                raise UserError(f"root device {root_device}: logical MBR partitions are not supported",
+                                hint="use an image with a primary or GPT partition")
+            start = int.from_bytes(entries[num - 1][8:12], "little")
+    if start == 0:
+        raise UserError(f"root device {root_device}: no such partition in the image",
+                        hint="check --root-dev (vda for a bare filesystem, vda1 for the first partition)")
+    return start * 512
 
 
-def extract(ctx: Context, image: DiskArtifact, root_device: str, machine_bus: str) -> KernelArtifact:
+def extract(ctx: Context, image: DiskArtifact, root_device: str) -> KernelArtifact:
     """The image's own kernel as a :class:`KernelArtifact` (modules needed at boot included)."""
     if not shutil.which("debugfs") and not Path("/usr/sbin/debugfs").exists() \
             and not Path("/sbin/debugfs").exists():
@@ -63,7 +84,7 @@ def extract(ctx: Context, image: DiskArtifact, root_device: str, machine_bus: st
         ctx.run("qemu-img", "convert", "-f", image.format, "-O", "raw", src, raw,
                 hint="the image must be readable by qemu-img")
         src = raw
-    offset = _partition_offset(ctx, src, root_device)
+    offset = partition_offset(src, root_device)
     dev = f"{src}?offset={offset}" if offset else str(src)
 
     def debugfs(*cmds: str) -> str:

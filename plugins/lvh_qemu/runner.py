@@ -232,7 +232,7 @@ class QemuRunner(Runner):
         if dry:
             d = guestkernel.cache_dir(ctx, image)
             return KernelArtifact(root=d, image=d / "vmlinuz")
-        return guestkernel.extract(ctx, image, root, self.bus)
+        return guestkernel.extract(ctx, image, root)
 
     @staticmethod
     def _kernel_modules_dir(kernel: KernelArtifact | None) -> Path | None:
