@@ -115,6 +115,11 @@ def _detect_format(path: Path) -> str:
 
 
 def _tsc_khz() -> int:
+    """The host's TSC frequency in kHz (TCG's guest TSC runs at the host's)."""
+    try:
+        return int(Path("/sys/devices/system/cpu/cpu0/tsc_freq_khz").read_text())
+    except (OSError, ValueError):
+        pass
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("cpu MHz"):
@@ -279,12 +284,18 @@ class QemuRunner(Runner):
         if cpu:
             argv += ["-cpu", cpu]
         plan = _Plan(argv=argv, rundir=rundir, console=console, accel=accel)
-        if self.options.get("serial_port"):
-            argv += ["-serial", f"telnet:localhost:{self.options['serial_port']},server,nowait"]
+        telnet = ["-serial", f"telnet:localhost:{self.options['serial_port']},server,nowait"] \
+            if self.options.get("serial_port") else []
         interactive_console = (not exec_mode and not spec.daemonize and spec.interactive
                                and spec.console_log is None)
-        if not interactive_console:
-            argv += ["-serial", f"file:{console}"]
+        # The first serial port is the kernel's console (ttyS0). Upstream puts the telnet port
+        # first; exec mode needs the console in its log file (panics, the failure tail).
+        if exec_mode:
+            argv += ["-serial", f"file:{console}", *telnet]
+        else:
+            argv += telnet
+            if not interactive_console:
+                argv += ["-serial", f"file:{console}"]
         if image is not None:
             argv += self._drive_args(Path(image.path).resolve(), image.format)
 
