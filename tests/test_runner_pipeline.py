@@ -77,3 +77,54 @@ runs:
     assert summary["runs"][0]["status"] == "exited"
     assert b"".join(d for s, d in got if s == "stdout") == b"from-pipeline\n"
     assert Path(summary["runs"][0]["console_log"]).exists()
+
+
+def test_lvh_built_image_through_the_pipeline(tmp_path: Path, runner_kernel) -> None:
+    """The images engineers' real drivers (mmdebstrap → mkfs qcow2 → chroot customize) and the
+    microvm runner: the command sees the customization; the published image is unchanged.
+    The workdir lives in the test cache, so the image is built once."""
+    need("qemu-system-x86_64", "busybox", "mmdebstrap", "mke2fs")
+    import hashlib
+
+    from .runner_fixtures import TEST_CACHE
+
+    reg = DriverRegistry(dict(default_registry.extra))
+    reg.register("lvh.kernel", "file-kernel", FileKernel)
+    work = TEST_CACHE / "runner-pipeline"
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(f"""
+api_version: 1
+workdir: {work}
+images:
+  - name: base
+    rootfs: {{provider: mmdebstrap, suite: bookworm, variant: minbase, mirror: http://deb.debian.org/debian}}
+    disk: {{formatter: mkfs, size: 1G, format: qcow2}}
+    customize:
+      - customizer: chroot
+        actions:
+          - {{type: set-hostname, hostname: lvh-test}}
+kernels:
+  - name: k
+    builder: file-kernel
+    path: {runner_kernel.image}
+runs:
+  - name: built
+    runner: microvm
+    image: base
+    kernel: k
+    cpus: 1
+    memory: 512M
+    command: "cat /etc/hostname; echo scribble > /etc/hostname; exit 5"
+""")
+    got: list[tuple[str, bytes]] = []
+    summary = Engine(load_config(conf, registry=reg), on_output=lambda s, d: got.append((s, d))).run()
+    image = Path(summary["outputs"]["image:base"]) if "image:base" in summary["outputs"] else None
+    assert summary["exit_code"] == 5, summary
+    assert b"".join(d for s, d in got if s == "stdout") == b"lvh-test\n"
+    if image is None:
+        image = next((work / "images").glob("base.*"))
+    digest = hashlib.sha256(image.resolve().read_bytes()).hexdigest()
+    got.clear()
+    summary = Engine(load_config(conf, registry=reg), on_output=lambda s, d: got.append((s, d))).run()
+    assert b"".join(d for s, d in got if s == "stdout") == b"lvh-test\n"  # the scribble did not stick
+    assert hashlib.sha256(image.resolve().read_bytes()).hexdigest() == digest
