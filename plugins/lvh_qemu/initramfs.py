@@ -106,6 +106,7 @@ def base_initramfs(ctx: Context, modules: list[Path]) -> Path:
     busybox = find_busybox()
     h = hashlib.sha256()
     h.update(INIT.read_bytes())
+    h.update(b"applet-links-v1")
     st = busybox.stat()
     h.update(f"{busybox}:{st.st_size}:{st.st_mtime_ns}".encode())
     for m in modules:
@@ -121,6 +122,13 @@ def base_initramfs(ctx: Context, modules: list[Path]) -> Path:
     for d in ("bin", "sbin", "dev", "proc", "sys", "newroot", "tmp", "lvh/modules"):
         w.dir(d)
     w.file("bin/busybox", busybox.read_bytes(), 0o755)
+    # The applet links, made here rather than by `busybox --install` at boot (slow under TCG).
+    applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True,
+                             check=False).stdout.split()
+    for a in applets:
+        if a.count("/") and a != "bin/busybox" and a.rsplit("/", 1)[-1] not in ("init", "linuxrc"):
+            w.dir(a.rsplit("/", 1)[0])
+            w.symlink(a, "/bin/busybox")
     w.file("init", INIT.read_bytes(), 0o755)
     names = []
     for m in modules:

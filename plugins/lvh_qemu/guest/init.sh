@@ -3,7 +3,7 @@
 # chroot, send its stdout/stderr and exit status to the host over virtio-serial ports, power off.
 # Boot mode: mount the root disk, apply boot-time settings (ssh key), switch_root to its init.
 # Settings come from /lvh/run.conf (a per-run cpio appended to the base initramfs).
-/bin/busybox --install -s /bin
+[ -e /bin/sh ] || /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mkdir -p /proc /sys /dev /newroot /tmp
 mount -t proc proc /proc
