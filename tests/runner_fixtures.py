@@ -52,24 +52,26 @@ def modular_kernel() -> KernelArtifact:
     return KernelArtifact(root=Path("/"), image=Path(images[-1]), version=ver, modules=Path("/"))
 
 
-def minbase_tarball() -> Path:
-    """A Debian bookworm minbase tarball (mmdebstrap), built once."""
-    out = TEST_CACHE / "runner" / "bookworm-minbase.tar"
+def minbase_tarball(include: tuple[str, ...] = ()) -> Path:
+    """A Debian bookworm minbase tarball (mmdebstrap) with ``include``d packages, built once."""
+    name = "bookworm-minbase" + "".join(f"+{p}" for p in include)
+    out = TEST_CACHE / "runner" / f"{name}.tar"
     if out.exists():
         return out
     need("mmdebstrap")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.tar")
-    subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", "bookworm", str(tmp),
+    tmp = out.with_suffix(f".tmp{os.getpid()}.tar")
+    inc = [f"--include={','.join(include)}"] if include else []
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "--mode=root", *inc, "bookworm", str(tmp),
                     "http://deb.debian.org/debian"], check=True)
     tmp.replace(out)
     return out
 
 
-def _tree(tmp: Path) -> Path:
+def _tree(tmp: Path, include: tuple[str, ...] = ()) -> Path:
     root = tmp / "root"
     root.mkdir()
-    subprocess.run(["tar", "-C", str(root), "-xf", str(minbase_tarball())], check=True)
+    subprocess.run(["tar", "-C", str(root), "-xf", str(minbase_tarball(include))], check=True)
     return root
 
 
@@ -94,6 +96,15 @@ def debian_image(tmp_path_factory: pytest.TempPathFactory) -> DiskArtifact:
     """A bare ext4 filesystem (lvh's image layout) of a minbase Debian, raw."""
     tmp = tmp_path_factory.mktemp("img")
     path = _mkfs(_tree(tmp), tmp / "base.raw")
+    shutil.rmtree(tmp / "root")
+    return DiskArtifact(root=tmp, path=path, format="raw", root_device="vda")
+
+
+@pytest.fixture(scope="session")
+def ssh_image(tmp_path_factory: pytest.TempPathFactory) -> DiskArtifact:
+    """A minbase Debian with openssh-server (host keys made by its postinst)."""
+    tmp = tmp_path_factory.mktemp("sshimg")
+    path = _mkfs(_tree(tmp, ("openssh-server",)), tmp / "ssh.raw", "800M")
     shutil.rmtree(tmp / "root")
     return DiskArtifact(root=tmp, path=path, format="raw", root_device="vda")
 

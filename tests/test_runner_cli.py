@@ -113,3 +113,31 @@ def _ppid(d: Path) -> int:
         return int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
     except (OSError, ValueError, IndexError):
         return -1
+
+
+def test_ssh_into_a_daemonized_vm(tmp_path, env, ssh_image, runner_kernel):
+    """--ssh: the generated key is injected, readiness is sshd's banner, `lvh ssh` runs a command."""
+    need("ssh-keygen", "ssh")
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "init.sh").write_text(
+        "#!/bin/sh\nB=/run/lvh/busybox\n$B mount -t proc proc /proc\n$B mount -t sysfs sys /sys\n"
+        "$B mkdir -p /dev/pts /run/sshd\n$B mount -t devpts devpts /dev/pts\n"
+        "/usr/sbin/sshd -e\nexec $B sleep 3600\n")
+    (host / "init.sh").chmod(0o755)
+    r = lvh("run", "--name", "sshvm", "--daemonize", "--ssh", "--image", str(ssh_image.path),
+            "--kernel", str(runner_kernel.image), "--mem", "512M", "--cpu", "1", "--boot-timeout", "180",
+            "--host-mount", f"{host}:/host:ro", "--append", "init=/host/init.sh", env=env)
+    state = tmp_path / "cache" / "lvh" / "runs" / "sshvm"
+    pid = int((state / "qemu.pid").read_text()) if (state / "qemu.pid").exists() else None
+    try:
+        assert r.returncode == 0, r.stderr + (state / "console.log").read_text()[-3000:]
+        s = subprocess.run([sys.executable, "-m", "lvh.cli.main", "ssh", "sshvm", "echo", "hello-over-ssh",
+                            "$(hostname)"], capture_output=True, text=True, env=env, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        assert s.returncode == 0, s.stderr
+        assert s.stdout.split()[0] == "hello-over-ssh", s.stdout
+        assert lvh("stop", "sshvm", env=env, timeout=60).returncode == 0
+    finally:
+        if pid and Path(f"/proc/{pid}").exists():
+            os.kill(pid, 9)

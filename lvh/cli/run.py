@@ -248,6 +248,8 @@ def ssh(name: str, workdir: Path | None, args: tuple[str, ...]) -> None:
         raise UserError(f"VM {name!r} has no port forwarded to 22", hint="start it with --ssh or -p 2222:22")
     argv = ["ssh", "-p", str(port["host_port"]), "-o", "StrictHostKeyChecking=no",
             "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    if vm.get("ssh_key"):  # lvh's own key: never fall back to asking for a password
+        argv += ["-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
     if vm.get("ssh_key"):
         argv += ["-i", vm["ssh_key"]]
     argv += [f"root@{port.get('host_addr', '127.0.0.1')}", *args]
