@@ -165,3 +165,13 @@ def test_partition_offset(tmp_path, label):
     assert partition_offset(disk, "vda2") == 40960 * 512
     with pytest.raises(UserError):
         partition_offset(disk, "vda3")
+
+
+def test_kvm_asked_where_it_does_not_work(tmp_path, files):
+    from lvh.api import UserError
+
+    img, k = files
+    ctx = make_context(tmp_path, host=HostInfo("x86_64", 2, False, "no vmx"))
+    r = MicrovmRunner(MicrovmRunner.Options().load({"accel": "kvm"}))
+    with pytest.raises(UserError, match="no vmx"):
+        r.run(ctx, RunSpec(name="r", image=img, kernel=k, command="true", state_dir=tmp_path / "run"))

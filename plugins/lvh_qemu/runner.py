@@ -162,7 +162,7 @@ def _sigterm_cancels() -> Any:
         signal.signal(signal.SIGTERM, old)
 
 
-def spec_daemon(plan: _Plan) -> bool:
+def _daemonized(plan: _Plan) -> bool:
     return plan.pidfile is not None
 
 
@@ -389,13 +389,15 @@ class QemuRunner(Runner):
 
     # ----------------------------------------------------------------------------- running
     def run(self, ctx: Context, spec: RunSpec) -> RunResult:
+        if self._accel(ctx, spec) == "kvm" and not ctx.host.kvm:
+            raise UserError(f"KVM was asked for but does not work here: {ctx.host.kvm_reason or 'unknown'}",
+                            hint="use accel: tcg (lvh run --no-hw-accel), or fix KVM (see lvh doctor)")
+        if self._accel(ctx, spec) == "tcg" and not ctx.host.kvm:
+            ctx.log.warning("KVM is not available ({}): running under TCG (slow)",
+                            ctx.host.kvm_reason or "unknown reason")
         plan = self._plan(ctx, spec, dry=False)
         plan.rundir.mkdir(parents=True, exist_ok=True)
         plan.console.parent.mkdir(parents=True, exist_ok=True)
-        if plan.accel == "tcg":
-            ctx.log.warning("KVM is not available ({}): running under TCG (slow)",
-                            ctx.host.kvm_reason or "disabled") if ctx.host.kvm is False and \
-                spec.accel == "auto" else ctx.log.debug("running under TCG")
         pubkey = None
         if plan.ssh_key is not None:
             pubkey = self._ssh_key(ctx, plan.ssh_key)
@@ -414,7 +416,7 @@ class QemuRunner(Runner):
         never an orphan VM."""
         ctx.check_cancelled()
         kw.setdefault("preexec_fn", _die_with_parent)
-        level = "INFO" if self.options.get("show_console") or spec_daemon(plan) else "DEBUG"
+        level = "INFO" if self.options.get("show_console") or _daemonized(plan) else "DEBUG"
         ctx.log.log(level, "$ {}", shlex.join(plan.argv))
         try:
             return subprocess.Popen(plan.argv, start_new_session=True, **kw)
