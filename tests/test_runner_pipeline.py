@@ -128,3 +128,14 @@ runs:
     summary = Engine(load_config(conf, registry=reg), on_output=lambda s, d: got.append((s, d))).run()
     assert b"".join(d for s, d in got if s == "stdout") == b"lvh-test\n"  # the scribble did not stick
     assert hashlib.sha256(image.resolve().read_bytes()).hexdigest() == digest
+    # `lvh run` on the named outputs: the image in the cache and the kernel directory.
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "lvh.cli.main", "run", "--runner", "microvm", "--image",
+                        str(work / "images" / f"base.{image.suffix.lstrip('.')}"), "--kernel",
+                        str(work / "kernels" / "k"), "--mem", "512M", "--cpu", "1", "--",
+                        "cat /etc/hostname; exit 3"], capture_output=True, text=True, timeout=200,
+                       env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache")))
+    assert (r.returncode, r.stdout) == (3, "lvh-test\n"), r.stderr

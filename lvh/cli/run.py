@@ -43,6 +43,15 @@ def _image(ref: str, root_dev: str, workdir: Path) -> Any:
 
     p = Path(ref).expanduser()
     if p.is_file():
+        meta = p.resolve().parent / "artifact.json"  # an image in lvh's cache (_data/images/NAME.qcow2)
+        if meta.exists():
+            data = json.loads(meta.read_text()).get("artifact", {})
+            if data.get("kind") == "disk":
+                art = DiskArtifact.from_json(data, meta.parent)
+                if Path(art.path).resolve() == p.resolve():
+                    if root_dev != "vda":
+                        art.root_device = root_dev
+                    return art
         with p.open("rb") as fh:
             fmt = "qcow2" if fh.read(4) == b"QFI\xfb" else "raw"
         return DiskArtifact(root=p.parent, path=p.resolve(), format=fmt, root_device=root_dev)
