@@ -115,18 +115,25 @@ def _detect_format(path: Path) -> str:
 
 
 def _tsc_khz() -> int:
-    """The host's TSC frequency in kHz (TCG's guest TSC runs at the host's)."""
+    """The host's TSC frequency in kHz (TCG's guest TSC runs at the host's): sysfs where the host
+    kernel tells it, else the CPU's base frequency, else the model name's "@ 2.60GHz", else the
+    current frequency."""
+    cpu0 = Path("/sys/devices/system/cpu/cpu0")
+    for f in (cpu0 / "tsc_freq_khz", cpu0 / "cpufreq" / "base_frequency",
+              cpu0 / "cpufreq" / "amd_pstate_nominal_freq"):
+        try:
+            return int(f.read_text())
+        except (OSError, ValueError):
+            pass
     try:
-        return int(Path("/sys/devices/system/cpu/cpu0/tsc_freq_khz").read_text())
-    except (OSError, ValueError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("cpu MHz"):
-                return int(float(line.split(":")[1]) * 1000)
-    except (OSError, ValueError):
-        pass
-    return 2_000_000
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return 2_000_000
+    m = re.search(r"^model name\s*:.*@\s*([\d.]+)\s*GHz", info, re.M)
+    if m:
+        return int(float(m.group(1)) * 1_000_000)
+    m = re.search(r"^cpu MHz\s*:\s*([\d.]+)", info, re.M)
+    return int(float(m.group(1)) * 1000) if m else 2_000_000
 
 
 def _tag(i: int, tag: str) -> str:
