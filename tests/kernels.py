@@ -55,12 +55,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("LVH_TEST_CACHE", Path.home() / ".cache" / "lvh-tests"))
 
 
-def build_cached(options: dict[str, Any], name: str, root: Path, *, executor: Any = None) -> KernelArtifact:
-    """Build a kernel with the make driver, cached under ``root`` by the driver's key material.
-    ``executor``: a real-executor wrapper (tests record the commands run)."""
-    from lvh_kernel.make import MakeBuilder
-
+def build_cached(options: dict[str, Any], name: str, root: Path, *, executor: Any = None,
+                 driver: str = "make") -> KernelArtifact:
+    """Build a kernel with a kernel driver (``make`` by default), cached under ``root`` by the
+    driver's key material. ``executor``: a real-executor wrapper (tests record the commands run)."""
+    from lvh.api import driver_class
     from lvh.testing import make_context
+
+    MakeBuilder = driver_class("lvh.kernel", driver)
 
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f"{name}.lock")):
@@ -68,7 +70,7 @@ def build_cached(options: dict[str, Any], name: str, root: Path, *, executor: An
         shutil.rmtree(scratch, ignore_errors=True)
         try:
             drv = MakeBuilder(MakeBuilder.Options().load(options))
-            stage = StageInfo(id=f"kernel:{name}", kind="kernel", driver="make", target=name)
+            stage = StageInfo(id=f"kernel:{name}", kind="kernel", driver=driver, target=name)
             ctx = make_context(scratch, real=True, stage=stage, state_dir=root / "state", executor=executor)
             material = drv.key_material(ctx)
             key = hashlib.sha256(json.dumps(
@@ -86,6 +88,13 @@ def build_cached(options: dict[str, Any], name: str, root: Path, *, executor: An
             return KernelArtifact.from_json(data, entry)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def debian_kernel() -> KernelArtifact:
+    """Debian's distribution kernel (linux-image-amd64 of bookworm, read from the archive's index:
+    no apt lists or root needed), unpacked with its modules and a busybox initrd; cached."""
+    return build_cached({"package": "linux-image-amd64", "suite": "bookworm"}, "debian-amd64",
+                        cache_root() / "debian-kernel", driver="debian")
 
 
 def small_kernel() -> KernelArtifact:

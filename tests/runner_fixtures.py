@@ -1,12 +1,10 @@
 """Session fixtures for the runner tests: kernels and images, cached under ~/.cache/lvh-tests.
 
-Swapping the kernel source is one line: ``_small_kernel_artifact`` (the bootstrap tinyconfig
-bzImage today; the kernel builder's ``small_kernel`` at integration).
+Kernels come from tests/kernels.py (built with lvh's own drivers, cached per machine).
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -17,7 +15,6 @@ import pytest
 from lvh.api import DiskArtifact, KernelArtifact
 
 TEST_CACHE = Path(os.environ.get("LVH_TEST_CACHE", Path.home() / ".cache" / "lvh-tests"))
-BOOTSTRAP_BZIMAGE = Path("/root/.cache/lvh-bootstrap/bzImage")
 
 
 def need(*tools: str) -> None:
@@ -27,29 +24,24 @@ def need(*tools: str) -> None:
 
 
 def _small_kernel_artifact() -> KernelArtifact:
-    if not BOOTSTRAP_BZIMAGE.exists():
-        pytest.skip(f"no small test kernel at {BOOTSTRAP_BZIMAGE}")
-    return KernelArtifact(root=BOOTSTRAP_BZIMAGE.parent, image=BOOTSTRAP_BZIMAGE, version="")
+    from tests.kernels import small_kernel
+
+    return small_kernel()
 
 
 @pytest.fixture(scope="session")
 def runner_kernel() -> KernelArtifact:
-    """A small kernel with virtio (pci+mmio), blk, net, 9p, ext4 and virtio-console built in."""
+    """The small test kernel (tests/kernels.py): virtio (pci+mmio), blk, net, 9p, ext4,
+    virtio-console built in; built once per machine with the make driver."""
     return _small_kernel_artifact()
 
 
 @pytest.fixture(scope="session")
 def modular_kernel() -> KernelArtifact:
-    """Debian's distribution kernel: everything the guest needs is a module."""
-    images = sorted(glob.glob("/boot/vmlinuz-*"))
-    if not images:
-        pytest.skip("no Debian kernel in /boot")
-    ver = images[-1].removeprefix("/boot/vmlinuz-")
-    if not Path(f"/lib/modules/{ver}/modules.dep").exists():
-        pytest.skip(f"no modules for {ver} in /lib/modules")
-    if not os.access(images[-1], os.R_OK):
-        pytest.skip(f"{images[-1]} is not readable")
-    return KernelArtifact(root=Path("/"), image=Path(images[-1]), version=ver, modules=Path("/"))
+    """Debian's distribution kernel: everything the guest needs is a module (debian driver)."""
+    from tests.kernels import debian_kernel
+
+    return debian_kernel()
 
 
 def minbase_tarball(include: tuple[str, ...] = ()) -> Path:
@@ -132,7 +124,7 @@ def _kernel_image(tmp_path_factory: pytest.TempPathFactory, modular_kernel: Kern
     ver = modular_kernel.version
     (root / "boot").mkdir(exist_ok=True)
     shutil.copy(modular_kernel.image, root / "boot" / f"vmlinuz-{ver}")
-    src = Path("/lib/modules") / ver
+    src = (modular_kernel.modules or Path("/")) / "lib" / "modules" / ver
     dst = root / "lib" / "modules" / ver
     dst.mkdir(parents=True)
     for f in ("modules.dep", "modules.builtin", "modules.order"):
