@@ -1,0 +1,152 @@
+"""examples/lvh-plugin-ubuntu installed like a user would: into a fresh virtual environment
+(no system site-packages) from wheels of this checkout's lvh and of the plugin — then lvh sees
+it (`lvh plugins list`), validates a config with its schema (errors with file:line) and plans the
+exact mmdebstrap command. The Ubuntu archive is not reachable here: fetching is the mmdebstrap
+driver's job, proven end to end with Debian by its own tests.
+
+The dependency wheels are downloaded once into ~/.cache/lvh-tests/wheels, and the venv is
+cached under ~/.cache/lvh-tests/venvs keyed by the sources' content, so a repeated run with
+unchanged sources takes seconds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+from tests.conftest import TEST_CACHE
+
+ROOT = Path(__file__).resolve().parent.parent
+PLUGIN = ROOT / "examples" / "lvh-plugin-ubuntu"
+WHEELS = TEST_CACHE / "wheels"
+VENVS = TEST_CACHE / "venvs"
+_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build", "dist", ".venv",
+                                 ".pytest_cache", ".ruff_cache", "_data")
+_KEEP_VENVS = 3
+
+pytestmark = pytest.mark.e2e
+
+
+def _requirements() -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    plugin = tomllib.loads((PLUGIN / "pyproject.toml").read_text())["project"]
+    build = ["setuptools>=68", "wheel"]
+    return sorted({*project["dependencies"], *plugin["optional-dependencies"]["test"], *build})
+
+
+def _pip(*args: str, python: str = sys.executable) -> None:
+    r = subprocess.run([python, "-m", "pip", "--disable-pip-version-check", *args],
+                       capture_output=True, text=True, timeout=900)
+    if r.returncode != 0:
+        raise AssertionError(f"pip {' '.join(args)} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+
+
+def ensure_wheels() -> Path:
+    """Wheels of every dependency (and of the build backend), downloaded once."""
+    reqs = _requirements()
+    WHEELS.mkdir(parents=True, exist_ok=True)
+    stamp = WHEELS / f".ok-{hashlib.sha256(json.dumps(reqs).encode()).hexdigest()[:16]}"
+    with FileLock(str(WHEELS / ".lock")):
+        if not stamp.exists():
+            _pip("download", "--quiet", "--dest", str(WHEELS), *reqs)
+            stamp.touch()
+    return WHEELS
+
+
+def _sources_key() -> str:
+    h = hashlib.sha256(json.dumps(_requirements()).encode())
+    h.update(sys.version.encode())
+    for base in (ROOT / "pyproject.toml", ROOT / "README.md", ROOT / "lvh", ROOT / "plugins", PLUGIN):
+        if not base.exists():
+            continue
+        files = [base] if base.is_file() else sorted(
+            p for p in base.rglob("*") if p.is_file() and not any(
+                part in {"__pycache__", "build", "dist", ".pytest_cache"} or part.endswith(".egg-info")
+                for part in p.relative_to(base).parts))
+        for p in files:
+            h.update(str(p.relative_to(ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _copy_project(dest: Path) -> Path:
+    """A copy of lvh's sources to build from (a build must not write into the checkout)."""
+    dest.mkdir(parents=True)
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        if (ROOT / name).exists():
+            shutil.copy2(ROOT / name, dest / name)
+    if not (dest / "README.md").exists():
+        (dest / "README.md").write_text("lvh\n")
+    for name in ("lvh", "plugins"):
+        if (ROOT / name).exists():
+            shutil.copytree(ROOT / name, dest / name, ignore=_IGNORE)
+    return dest
+
+
+def ensure_venv() -> Path:
+    """A venv with lvh (from this checkout) and lvh-plugin-ubuntu installed from wheels."""
+    wheels = ensure_wheels()
+    key = _sources_key()
+    venv = VENVS / key
+    VENVS.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(VENVS / f"{key}.lock")):
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+            # pip into the venv from the running interpreter's pip (no download, no ensurepip).
+            src = venv / "src"
+            lvh_src = _copy_project(src / "lvh")
+            plugin_src = src / "lvh-plugin-ubuntu"
+            shutil.copytree(PLUGIN, plugin_src, ignore=_IGNORE)
+            py = str(venv / "bin" / "python")
+            subprocess.run([py, "-m", "ensurepip", "--default-pip"], check=True, capture_output=True)
+            _pip("install", "--quiet", "--no-index", "--find-links", str(wheels),
+                 str(lvh_src), str(plugin_src), "pytest", python=py)
+            shutil.rmtree(src)
+            (venv / ".complete").touch()
+    # Keep the newest few.
+    olds = sorted((p for p in VENVS.iterdir() if p.is_dir() and p != venv),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in olds[_KEEP_VENVS - 1:]:
+        with FileLock(str(VENVS / f"{old.name}.lock")):
+            shutil.rmtree(old, ignore_errors=True)
+    venv.touch()
+    return venv
+
+
+@pytest.fixture(scope="module")
+def venv() -> Path:
+    return ensure_venv()
+
+
+def run(venv: Path, *argv: str, cwd: Path | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    e["PATH"] = f"{venv / 'bin'}:{e.get('PATH', '')}"
+    e.update(env or {})
+    return subprocess.run(list(argv), cwd=cwd, env=e, capture_output=True, text=True, timeout=300)
+
+
+def test_venv_is_isolated(venv, tmp_path):
+    r = run(venv, str(venv / "bin" / "python"), "-c",
+            "import lvh, lvh_plugin_ubuntu; print(lvh.__file__, lvh_plugin_ubuntu.__file__)", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert str(ROOT) not in r.stdout  # installed from wheels, not this checkout
+    assert str(venv) in r.stdout
+
+
+def test_the_plugins_own_tests_pass_in_the_venv(venv, tmp_path):
+    """What a plugin author runs: their tests, on lvh.testing from an installed lvh."""
+    tests = tmp_path / "plugin"
+    shutil.copytree(PLUGIN, tests, ignore=_IGNORE)
+    r = run(venv, str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+            "tests", cwd=tests)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout
