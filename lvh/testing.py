@@ -11,7 +11,9 @@ get these fixtures:
 - ``lvh_drivers``: register driver classes for the test (a stand-in for a driver yours builds
   on, or your own driver before it is installed), undone after the test.
 
-And, usable without pytest: :func:`make_context`, :func:`registered_drivers`.
+And, usable without pytest: :func:`make_context`, :func:`registered_drivers`, and
+:func:`run_pipeline` (validate a config and run or plan it with lvh's real engine and the
+drivers you give; commands go to a fake executor unless you ask for the real one).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import shlex
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,10 @@ from lvh.api import Command, CommandResult, Context, Driver, HostInfo, StageInfo
 __all__ = [
     "DriverRegistrar",
     "FakeExecutor",
+    "PipelineRun",
     "make_context",
     "registered_drivers",
+    "run_pipeline",
 ]
 
 DriverMap = Mapping[tuple[str, str], type[Driver]]
@@ -225,6 +229,106 @@ def registered_drivers(drivers: DriverMap | None) -> Iterator[None]:
     finally:
         default_registry.extra.clear()
         default_registry.extra.update(saved)
+
+
+@dataclass
+class PipelineRun:
+    """What :func:`run_pipeline` did: the engine's ``summary`` (``None`` when planning), its
+    ``plan`` (the stages, their keys and commands), the executor that got the commands, the
+    validated ``config`` and the ``workdir``."""
+
+    config: Any
+    engine: Any
+    executor: Any
+    workdir: Path
+    summary: dict[str, Any] | None = None
+    plan: list[dict[str, Any]] = field(default_factory=list)
+
+    def stage(self, stage_id: str) -> dict[str, Any]:
+        """A stage of the summary (or of the plan) by id, e.g. ``image:base/rootfs``."""
+        for s in (self.summary or {}).get("stages", []) or self.plan:
+            if s["id"] == stage_id:
+                return s
+        raise KeyError(f"no stage {stage_id!r}; stages: {[s['id'] for s in self.stages]}")
+
+    @property
+    def stages(self) -> list[dict[str, Any]]:
+        return list((self.summary or {}).get("stages", []) or self.plan)
+
+    @property
+    def commands(self) -> list[list[str]]:
+        """The commands the stages ran (or, when planning, would run)."""
+        if self.summary is None:
+            return [c for s in self.plan for c in s["commands"]]
+        return list(getattr(self.executor, "argvs", []))
+
+
+def _hook_relay(hook_plugins: Sequence[Any] | None) -> Any:
+    import pluggy
+
+    from lvh import hookspecs
+
+    pm = pluggy.PluginManager("lvh")
+    pm.add_hookspecs(hookspecs)
+    for i, plugin in enumerate(hook_plugins or []):
+        pm.register(plugin, name=f"test-hook-{i}")
+    return pm.hook
+
+
+def run_pipeline(
+    config: Mapping[str, Any] | str | os.PathLike[str],
+    *,
+    tmp_path: Path,
+    drivers: DriverMap | None = None,
+    executor: Any = None,
+    plan: bool = False,
+    hook_plugins: Sequence[Any] | None = None,
+    host: HostInfo | None = None,
+    real: bool = False,
+    **engine_kw: Any,
+) -> PipelineRun:
+    """Validate a pipeline and run it (``plan=True``: only plan it) with lvh's real engine.
+
+    ``config`` is a dict in the ``conf.yaml`` shape, YAML text, or a path to a YAML file (its
+    errors then carry the file's lines). ``drivers`` (``{("lvh.rootfs", "name"): cls}``) are
+    registered for the duration, next to the installed ones. Commands go to ``executor``
+    (default: a new :class:`FakeExecutor`; ``real=True``: the real one, with this host's facts).
+    Hooks: only ``hook_plugins`` (modules or objects with ``@hookimpl`` functions), not the
+    installed ones, so tests are deterministic. The workdir is ``tmp_path/work``. Other
+    keywords go to :class:`lvh.engine.Engine` (``force``, ``only``…). A failing pipeline raises
+    its error, as ``lvh pipeline run`` would."""
+    from lvh.config import load_config, load_data
+    from lvh.engine import Engine
+    from lvh.plugins import default_registry
+
+    if real:
+        from lvh.executor import SubprocessExecutor
+        from lvh.host import host_info
+
+        executor = executor or SubprocessExecutor()
+        host = host or host_info()
+    executor = executor if executor is not None else FakeExecutor()
+    host = host or HostInfo(arch="x86_64", cpus=2, kvm=False, kvm_reason="test")
+    workdir = Path(tmp_path) / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with registered_drivers(drivers):
+        if isinstance(config, Mapping):
+            cfg = load_data(dict(config), source="<test config>", base_dir=Path(tmp_path),
+                            registry=default_registry, workdir=workdir)
+        else:
+            path = Path(config) if not (isinstance(config, str) and "\n" in config) else None
+            if path is None:
+                path = Path(tmp_path) / "conf.yaml"
+                path.write_text(str(config))
+            cfg = load_config(path, registry=default_registry, workdir=workdir)
+        engine = Engine(cfg, workdir=workdir, executor=executor, hooks=_hook_relay(hook_plugins),
+                        host=host, **engine_kw)
+        result = PipelineRun(config=cfg, engine=engine, executor=executor, workdir=workdir)
+        if plan:
+            result.plan = engine.plan()
+        else:
+            result.summary = engine.run()
+    return result
 
 
 # --------------------------------------------------------------------------------------------

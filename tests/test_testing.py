@@ -9,7 +9,7 @@ import pytest
 
 from lvh import api
 from lvh.api import Command, fields
-from lvh.testing import FakeExecutor, make_context, registered_drivers
+from lvh.testing import FakeExecutor, make_context, registered_drivers, run_pipeline
 
 pytest_plugins = ["lvh.testing"]
 
@@ -121,3 +121,88 @@ def test_lvh_drivers_fixture(lvh_drivers):
 def test_lvh_drivers_fixture_undone():
     with pytest.raises(api.UserError):
         api.driver_class("lvh.rootfs", "fake-rootfs")
+
+
+# -- run_pipeline: the real engine with the drivers you give ----------------------------------
+
+
+class _Tool(api.RootfsProvider):
+    """A rootfs driver that runs a tool (so the fake executor sees it) and writes a tree."""
+
+    name = "tool-rootfs"
+
+    class Options(api.Schema):
+        suite = fields.Str(load_default="bookworm")
+
+    def describe(self, ctx, *inputs):
+        return [["bootstrap-tool", self.options["suite"], str(ctx.out or "OUT")]]
+
+    def build(self, ctx):
+        ctx.run(*self.describe(ctx)[0])
+        (ctx.out / "tree").mkdir()
+        return api.RootfsArtifact(root=ctx.out, path=ctx.out / "tree", format="dir")
+
+
+def _drivers():
+    from tests import fakes
+
+    return {**fakes.FAKES, ("lvh.rootfs", "tool-rootfs"): _Tool}
+
+
+CONF = {
+    "images": [{"name": "base", "rootfs": {"provider": "tool-rootfs", "suite": "trixie"},
+                "disk": {"formatter": "fakedisk", "size": "1G"}}],
+    "kernels": [{"name": "k", "builder": "fakekernel"}],
+    "runs": [{"name": "r", "runner": "fakerun", "image": "base", "kernel": "k", "command": "exit 3"}],
+}
+
+
+def test_run_pipeline_runs_with_given_drivers_and_fake_executor(tmp_path):
+    class Seen:
+        summary = None
+
+        @api.hookimpl
+        def lvh_pipeline_finished(self, summary):
+            Seen.summary = summary
+
+    res = run_pipeline(CONF, drivers=_drivers(), tmp_path=tmp_path, hook_plugins=[Seen()])
+    assert res.summary["exit_code"] == 3  # the guest command's code
+    assert [(s["id"], s["status"]) for s in res.stages] == [
+        ("image:base/rootfs", "built"), ("image:base/disk", "built"), ("kernel:k", "built"), ("run:r", "built")]
+    assert res.summary["runs"][0]["exit_code"] == 3
+    [argv] = res.executor.argvs
+    assert argv[:2] == ["bootstrap-tool", "trixie"]
+    assert (res.workdir / "images").is_dir()
+    assert Seen.summary is res.summary
+    # The drivers were registered only for the call.
+    with pytest.raises(api.UserError):
+        api.driver_class("lvh.rootfs", "tool-rootfs")
+
+
+def test_run_pipeline_second_run_is_cached(tmp_path):
+    run_pipeline(CONF, drivers=_drivers(), tmp_path=tmp_path)
+    again = run_pipeline(CONF, drivers=_drivers(), tmp_path=tmp_path)
+    assert again.stage("image:base/rootfs")["status"] == "cached"
+    assert again.executor.argvs == []
+
+
+def test_run_pipeline_plan(tmp_path):
+    res = run_pipeline(CONF, drivers=_drivers(), tmp_path=tmp_path, plan=True)
+    assert res.summary is None
+    assert res.stage("image:base/rootfs")["commands"] == [["bootstrap-tool", "trixie", "OUT"]]
+    assert ["fake-vm", "-kernel"] == res.commands[-1][:2]
+    assert res.executor.argvs == []  # planning runs nothing
+
+
+def test_run_pipeline_yaml_errors_carry_lines(tmp_path):
+    text = "images:\n  - name: base\n    rootfs: {provider: tool-rootfs, suit: x}\n" \
+           "    disk: {formatter: fakedisk}\n"
+    with pytest.raises(api.ConfigError) as e:
+        run_pipeline(text, drivers=_drivers(), tmp_path=tmp_path)
+    assert e.value.line == 3 and "images[0].rootfs.suit" in e.value.message
+
+
+def test_run_pipeline_raises_a_failing_stage(tmp_path):
+    fake = FakeExecutor().fail("bootstrap-tool", stderr="E: no such suite")
+    with pytest.raises(api.CommandFailed, match="no such suite"):
+        run_pipeline(CONF, drivers=_drivers(), tmp_path=tmp_path, executor=fake)
