@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -150,3 +151,98 @@ def test_the_plugins_own_tests_pass_in_the_venv(venv, tmp_path):
             "tests", cwd=tests)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     assert " passed" in r.stdout
+
+
+def test_plugins_list_shows_it_with_its_version(venv, tmp_path):
+    r = run(venv, "lvh", "plugins", "list", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    mine = {(p["kind"], p["name"]): p for p in json.loads(r.stdout) if p["distribution"] == "lvh-plugin-ubuntu"}
+    assert mine[("rootfs", "ubuntu")]["version"] == "0.1.0"
+    assert mine[("rootfs", "ubuntu")]["error"] is None
+    assert mine[("hooks", "lvh-plugin-ubuntu")]["error"] is None
+    table = run(venv, "lvh", "plugins", "list", cwd=tmp_path)
+    [line] = [ln for ln in table.stdout.splitlines() if " ubuntu " in f" {ln} "]
+    assert line.split()[:4] == ["rootfs", "ubuntu", "lvh-plugin-ubuntu", "0.1.0"]
+
+
+CONF = """\
+api_version: 1
+images:
+  - name: noble
+    rootfs:
+      provider: ubuntu
+      suite: {suite}
+      keyring: {keyring}
+      packages: [iproute2]
+    disk: {{formatter: mkfs, size: 2G, format: qcow2}}
+"""
+
+
+def EXPECTED_MMDEBSTRAP(tmp_path: Path) -> list[str]:
+    """The command lvh's mmdebstrap driver runs for the CONF above, on this host."""
+    root = os.geteuid() == 0
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
+    mirror = "http://archive.ubuntu.com/ubuntu" if arch == "amd64" else "http://ports.ubuntu.com/ubuntu-ports"
+    return ["mmdebstrap", f"--mode={'root' if root else 'unshare'}",
+            f"--format={'directory' if root else 'tar'}", "--variant=minbase", "--components=main,universe",
+            f"--architectures={arch}", "--include=iproute2",
+            f"--keyring={tmp_path / 'ubuntu-archive-keyring.gpg'}",
+            "noble", "OUT/rootfs" if root else "OUT/rootfs.tar", mirror]
+
+
+def write_conf(tmp_path: Path, suite: str = "noble", keyring: str = "ubuntu-archive-keyring.gpg") -> Path:
+    (tmp_path / "ubuntu-archive-keyring.gpg").write_bytes(b"a keyring")
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(CONF.format(suite=suite, keyring=keyring))
+    return conf
+
+
+def test_plan_shows_the_exact_mmdebstrap_command(venv, tmp_path):
+    write_conf(tmp_path)
+    r = run(venv, "lvh", "pipeline", "plan", "--json", "conf.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)
+    [stage] = [s for s in plan if s["id"] == "image:noble/rootfs"]
+    assert stage["driver"] == "ubuntu" and not stage["cached"]
+    [cmd] = [c for c in stage["commands"] if Path(c[0]).name == "mmdebstrap"]
+    assert cmd == EXPECTED_MMDEBSTRAP(tmp_path)
+    human = run(venv, "lvh", "pipeline", "plan", "conf.yaml", cwd=tmp_path)
+    assert human.returncode == 0 and "mmdebstrap" in human.stdout and "noble" in human.stdout
+
+
+def test_validate_accepts_it(venv, tmp_path):
+    write_conf(tmp_path)
+    r = run(venv, "lvh", "pipeline", "validate", "conf.yaml", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize(("suite", "line", "message"), [
+    ("nobel", 6, "images[0].rootfs.suite: Unknown Ubuntu suite 'nobel'. Did you mean 'noble'?"),
+    ("bookworm", 6, "images[0].rootfs.suite: Unknown Ubuntu suite 'bookworm'."),
+])
+def test_bad_values_are_errors_with_file_and_line(venv, tmp_path, suite, line, message):
+    write_conf(tmp_path, suite=suite)
+    for cmd in ("validate", "plan"):
+        r = run(venv, "lvh", "pipeline", cmd, "conf.yaml", cwd=tmp_path)
+        assert r.returncode == 2, r.stderr
+        assert f"conf.yaml:{line} {message}" in r.stderr
+        assert "Traceback" not in r.stderr
+
+
+def test_unknown_option_is_located_with_the_options_it_takes(venv, tmp_path):
+    conf = write_conf(tmp_path)
+    conf.write_text(conf.read_text().replace("      packages:", "      component: [main]\n      packages:"))
+    r = run(venv, "lvh", "pipeline", "validate", "conf.yaml", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "conf.yaml:7 images[0].rootfs.component: Unknown field." in r.stderr
+    assert "components" in r.stderr  # the hint lists what the driver takes
+
+
+def test_missing_keyring_is_one_clear_error(venv, tmp_path):
+    write_conf(tmp_path, keyring="/nonexistent/ubuntu-archive-keyring.gpg")
+    r = run(venv, "lvh", "pipeline", "plan", "conf.yaml", cwd=tmp_path)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "the Ubuntu archive keyring /nonexistent/ubuntu-archive-keyring.gpg does not exist" in r.stderr
+    assert "apt-get install ubuntu-keyring" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "_data" / "cache" / "rootfs").exists()  # nothing half-written

@@ -21,9 +21,11 @@ class StandInOptions(api.Schema):
     variant = fields.Str(load_default="minbase")
     components = fields.List(fields.Str(), load_default=lambda: ["main"])
     architecture = fields.Str(load_default=None)
-    keyring = fields.Str(load_default=None)
+    keyring = fields.List(fields.Str(), load_default=list)
     packages = fields.List(fields.Str(), load_default=list)
-    hooks = fields.List(fields.Raw(), load_default=list)
+    hooks = fields.Dict(load_default=dict)
+    format = fields.Str(load_default="auto")
+    mode = fields.Str(load_default="auto")
     bootable = fields.Bool(load_default=False)
 
 
@@ -36,10 +38,9 @@ class StandInMmdebstrap(api.RootfsProvider):
         argv = ["mmdebstrap", f"--variant={o['variant']}", f"--components={','.join(o['components'])}"]
         if o["architecture"]:
             argv.append(f"--architectures={o['architecture']}")
-        if o["keyring"]:
-            argv.append(f"--keyring={o['keyring']}")
         if o["packages"]:
             argv.append(f"--include={','.join(o['packages'])}")
+        argv += [f"--keyring={k}" for k in o["keyring"]]
         out = str(ctx.out / "rootfs.tar") if ctx.out else "OUT/rootfs.tar"
         return [*argv, o["suite"], out, *([o["mirror"]] if o["mirror"] else [])]
 

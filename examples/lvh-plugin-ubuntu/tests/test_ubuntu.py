@@ -127,7 +127,7 @@ def test_check_reports_keyring(standin):
 
 def test_bootable_installs_ubuntus_kernel(standin, lvh_context, keyring):
     [argv] = provider(bootable=True, packages=["openssh-server"], keyring=str(keyring)).describe(lvh_context)
-    assert "--include=openssh-server,linux-image-virtual,initramfs-tools" in argv
+    assert "--include=openssh-server,systemd-sysv,udev,linux-image-virtual,initramfs-tools" in argv
 
 
 def test_build_delegates_and_marks_the_artifact(standin, lvh_context, fake_executor, keyring):
@@ -224,3 +224,21 @@ def test_real_mmdebstrap_command(tmp_path, keyring):
     assert "noble" in argv and ARCHIVE_MIRROR in " ".join(argv)
     assert str(keyring) in " ".join(argv)
     assert "main,universe" in " ".join(argv) or ("main" in " ".join(argv) and "universe" in " ".join(argv))
+
+
+def test_passes_hooks_format_mode_but_not_debians_bootable(standin, lvh_context, keyring):
+    p = provider(bootable=True, hooks={"customize": ["echo hi > $1/etc/motd"]}, format="tar", mode="unshare",
+                 keyring=str(keyring))
+    base = p.base(lvh_context)
+    assert base.options["bootable"] is False  # it would add Debian's linux-image-amd64
+    assert "linux-image-virtual" in base.options["packages"]
+    assert base.options["hooks"] == {"customize": ["echo hi > $1/etc/motd"]}
+    assert (base.options["format"], base.options["mode"]) == ("tar", "unshare")
+    assert base.options["keyring"] == [str(keyring)]
+
+
+def test_real_mmdebstrap_rejects_bad_hooks_at_config_time():
+    _real_mmdebstrap()
+    with pytest.raises(api.marshmallow.ValidationError) as e:
+        UbuntuOptions().load({"hooks": {"setupp": ["true"]}})
+    assert "setupp" in str(e.value.messages)

@@ -53,8 +53,9 @@ DEFAULT_KEYRING = "/usr/share/keyrings/ubuntu-archive-keyring.gpg"
 KEYRING_HINT = ("apt-get install ubuntu-keyring (it provides " + DEFAULT_KEYRING + "), or set "
                 "keyring: PATH to a copy of ubuntu-archive-keyring.gpg")
 
-#: Ubuntu's kernel for VMs, installed when ``bootable: true``.
-KERNEL_PACKAGES = ("linux-image-virtual", "initramfs-tools")
+#: What makes an Ubuntu tree bootable (``bootable: true``): an init, Ubuntu's kernel for VMs and
+#: its initramfs. (The mmdebstrap driver's own ``bootable`` would add Debian's kernel package.)
+BOOT_PACKAGES = ("systemd-sysv", "udev", "linux-image-virtual", "initramfs-tools")
 
 BASE = ("lvh.rootfs", "mmdebstrap")
 
@@ -124,10 +125,14 @@ class UbuntuOptions(api.Schema):
                        "(relative paths: from the config file's folder)"})
     packages = fields.List(fields.Str(validate=validate.Length(min=1)), load_default=list, metadata={
         "description": "extra packages to install"})
-    hooks = fields.List(fields.Raw(), metadata={"description": "mmdebstrap hooks, as the mmdebstrap "
-                                                              "provider takes them"})
+    hooks = fields.Dict(metadata={"description": "mmdebstrap hooks, as the mmdebstrap provider takes "
+                                                 "them ({setup, extract, essential, customize}: [commands])"})
     bootable = fields.Bool(load_default=False, metadata={
-        "description": "install Ubuntu's kernel (linux-image-virtual) and an init system"})
+        "description": "install an init, Ubuntu's kernel (linux-image-virtual) and initramfs-tools"})
+    format = fields.Str(validate=validate.OneOf(["auto", "dir", "tar"]), metadata={
+        "description": "as the mmdebstrap provider: a directory or a tarball (default: its own)"})
+    mode = fields.Str(validate=validate.OneOf(["auto", "root", "unshare"]), metadata={
+        "description": "as the mmdebstrap provider: its --mode (default: its own)"})
 
     @marshmallow.validates_schema
     def _fits_base(self, data: Mapping[str, Any], **kw: Any) -> None:
@@ -150,19 +155,21 @@ def base_options(options: Mapping[str, Any], *, architecture: str, keyring: str)
     """The ``mmdebstrap`` driver's options for these ``ubuntu`` options."""
     packages = list(options.get("packages") or [])
     if options.get("bootable"):
-        packages += [p for p in KERNEL_PACKAGES if p not in packages]
+        packages += [p for p in BOOT_PACKAGES if p not in packages]
     out: dict[str, Any] = {
         "suite": options.get("suite") or DEFAULT_SUITE,
         "mirror": options.get("mirror") or default_mirror(architecture),
         "variant": options.get("variant") or "minbase",
         "components": list(options.get("components") or DEFAULT_COMPONENTS),
         "architecture": architecture,
-        "keyring": keyring,
+        "keyring": [keyring],
         "packages": packages,
-        "bootable": bool(options.get("bootable")),
+        # Not passed on: the mmdebstrap driver's `bootable` adds *Debian's* kernel package.
+        "bootable": False,
     }
-    if options.get("hooks"):
-        out["hooks"] = list(options["hooks"])
+    for key in ("hooks", "format", "mode"):
+        if options.get(key):
+            out[key] = options[key]
     return out
 
 
