@@ -4,7 +4,7 @@ An opt-in pytest plugin: put ``pytest_plugins = ["lvh.testing"]`` in your ``conf
 get these fixtures:
 
 - ``fake_executor``: a :class:`FakeExecutor` that records every command and answers from a
-  script (``fake_executor.answer("mmdebstrap --version", stdout="mmdebstrap 1.3.5")``);
+  script (``fake_executor.answer("mytool --version", stdout="mytool 1.3.5")``);
 - ``lvh_workdir``: an empty workdir under ``tmp_path``;
 - ``lvh_context``: a ready :class:`lvh.api.Context` on that workdir, running commands through
   ``fake_executor``;
@@ -68,7 +68,7 @@ def _matches(prefix: tuple[str, ...], argv: tuple[str, ...]) -> bool:
     if len(argv) < len(prefix) or not prefix:
         return False
     head, rest = prefix[0], prefix[1:]
-    # "mmdebstrap" matches "/usr/bin/mmdebstrap": drivers may run tools by full path.
+    # "mytool" matches "/usr/bin/mytool": drivers may run tools by full path.
     if argv[0] != head and os.path.basename(argv[0]) != head:
         return False
     return tuple(argv[1 : len(prefix)]) == rest
