@@ -17,8 +17,6 @@ from lvh import api, docgen, hookspecs
 from lvh.api import Schema, fields, validate
 from lvh.testing import FakeExecutor, make_context, registered_drivers
 
-pytest_plugins = ["lvh.testing"]
-
 ROOT = Path(__file__).resolve().parent.parent
 PLUGINS_MD = ROOT / "docs" / "plugins.md"
 CONFIG_MD = ROOT / "docs" / "config.md"

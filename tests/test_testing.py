@@ -11,8 +11,6 @@ from lvh import api
 from lvh.api import Command, fields
 from lvh.testing import FakeExecutor, make_context, registered_drivers, run_pipeline
 
-pytest_plugins = ["lvh.testing"]
-
 
 def run(fake: FakeExecutor, *argv: str, **kw) -> api.CommandResult:
     return fake.run(Command(argv=list(argv), **kw))
