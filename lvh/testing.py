@@ -9,7 +9,8 @@ get these fixtures:
 - ``lvh_context``: a ready :class:`lvh.api.Context` on that workdir, running commands through
   ``fake_executor``;
 - ``lvh_drivers``: register driver classes for the test (a stand-in for a driver yours builds
-  on, or your own driver before it is installed), undone after the test.
+  on, or your own driver before it is installed), undone after the test;
+- ``lvh_pipeline``: :func:`run_pipeline` bound to ``tmp_path`` and those drivers.
 
 And, usable without pytest: :func:`make_context`, :func:`registered_drivers`, and
 :func:`run_pipeline` (validate a config and run or plan it with lvh's real engine and the
@@ -388,3 +389,15 @@ if pytest is not None:
             yield reg
         finally:
             reg._undo()
+
+    @pytest.fixture
+    def lvh_pipeline(tmp_path: Path, lvh_drivers: DriverRegistrar) -> Callable[..., PipelineRun]:
+        """:func:`run_pipeline` bound to ``tmp_path``, with the drivers registered through
+        ``lvh_drivers``: ``lvh_pipeline(config_dict, plan=True)``."""
+
+        def call(config: Any, **kw: Any) -> PipelineRun:
+            kw.setdefault("tmp_path", tmp_path)
+            kw["drivers"] = {**lvh_drivers.drivers, **(kw.get("drivers") or {})}
+            return run_pipeline(config, **kw)
+
+        return call

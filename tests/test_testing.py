@@ -204,3 +204,11 @@ def test_run_pipeline_raises_a_failing_stage(tmp_path):
     fake = FakeExecutor().fail("bootstrap-tool", stderr="E: no such suite")
     with pytest.raises(api.CommandFailed, match="no such suite"):
         run_pipeline(CONF, drivers=_drivers(), tmp_path=tmp_path, executor=fake)
+
+
+def test_lvh_pipeline_fixture(lvh_pipeline, lvh_drivers):
+    for key, cls in _drivers().items():
+        lvh_drivers.register(*key, cls)
+    res = lvh_pipeline(CONF, plan=True)
+    assert res.stage("image:base/rootfs")["driver"] == "tool-rootfs"
+    assert res.workdir.parent.is_dir()
