@@ -250,3 +250,16 @@ def test_missing_keyring_is_one_clear_error(venv, tmp_path):
     assert "apt-get install ubuntu-keyring" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "_data" / "cache" / "rootfs").exists()  # nothing half-written
+
+
+def test_doctor_reports_what_the_plugin_needs(venv, tmp_path):
+    r = run(venv, "lvh", "doctor", "--json", cwd=tmp_path)
+    reqs = {(q["driver"], q["requirement"]): q for q in json.loads(r.stdout)["requirements"]}
+    mine = {k[1]: q for k, q in reqs.items() if k[0] == "rootfs:ubuntu"}
+    # It composes the mmdebstrap driver, so it needs what that needs…
+    assert mine["mmdebstrap"]["found"] == bool(shutil.which("mmdebstrap"))
+    # …and Ubuntu's keyring, with how to get it.
+    keyring = mine["ubuntu-keyring"]
+    assert keyring["found"] == Path("/usr/share/keyrings/ubuntu-archive-keyring.gpg").is_file()
+    if not keyring["found"]:
+        assert "apt-get install ubuntu-keyring" in keyring["hint"]
