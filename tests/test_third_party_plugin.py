@@ -244,12 +244,14 @@ def test_unknown_option_is_located_with_the_options_it_takes(venv, tmp_path):
 
 def test_missing_keyring_is_one_clear_error(venv, tmp_path):
     write_conf(tmp_path, keyring="/nonexistent/ubuntu-archive-keyring.gpg")
-    r = run(venv, "lvh", "pipeline", "plan", "conf.yaml", cwd=tmp_path)
-    assert r.returncode == 2, r.stdout + r.stderr
-    assert "the Ubuntu archive keyring /nonexistent/ubuntu-archive-keyring.gpg does not exist" in r.stderr
-    assert "apt-get install ubuntu-keyring" in r.stderr
-    assert "Traceback" not in r.stderr
-    assert not (tmp_path / "_data" / "cache" / "rootfs").exists()  # nothing half-written
+    for cmd in ("plan", "run"):
+        r = run(venv, "lvh", "pipeline", cmd, "conf.yaml", cwd=tmp_path)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "the Ubuntu archive keyring /nonexistent/ubuntu-archive-keyring.gpg does not exist" in r.stderr
+        assert "apt-get install ubuntu-keyring" in r.stderr
+        assert "Traceback" not in r.stderr
+    # Nothing ran, nothing half-written.
+    assert not list((tmp_path / "_data").glob("cache/*/*")) and not (tmp_path / "_data" / "failed").exists()
 
 
 def test_doctor_reports_what_the_plugin_needs(venv, tmp_path):
