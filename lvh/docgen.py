@@ -221,7 +221,9 @@ def driver_entry_points(group: str, *, all_dists: bool) -> list[md.EntryPoint]:
 
 
 def _first_paragraph(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
+    """The first paragraph of ``obj``'s own docstring (a class's, not one it inherits)."""
+    own = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    doc = inspect.cleandoc(own) if isinstance(own, str) else ""
     return _md(" ".join(doc.split("\n\n")[0].split()))
 
 
@@ -252,7 +254,7 @@ def _nested_sections(nested: list[tuple[str, type[Schema]]], *, prefix: str, lev
         rows, more = schema_table(sch)
         out += ["", f"{level} `{prefix}{key}`", ""]
         about = _first_paragraph(sch)
-        if about and sch.__doc__:
+        if about:
             out += [about, ""]
         out += rows
         out += _nested_sections(more, prefix=f"{prefix}{key}.", level=level, seen=seen)
@@ -296,7 +298,7 @@ def generate(*, all_dists: bool = False, strict: bool = True,
     ]
     for name, sch in core_schemas():
         out += [f"## {CORE_TITLES.get(name, name)}", ""]
-        blurb = CORE_BLURB.get(name) or _first_paragraph(sch)
+        blurb = _first_paragraph(sch) or CORE_BLURB.get(name)
         if blurb:
             out += [blurb, ""]
         rows, nested = schema_table(sch)

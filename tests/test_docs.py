@@ -197,3 +197,17 @@ def test_plugins_md_hook_example(examples, tmp_path, monkeypatch):
     monkeypatch.setenv("MY_REPORT", str(tmp_path / "r.json"))
     examples["lvh_pipeline_finished"]({"ok": True})
     assert (tmp_path / "r.json").read_text() == '{"ok": true}'
+
+
+def test_inherited_docstrings_are_not_shown():
+    class Quiet(api.RootfsProvider):
+        name = "quiet"
+
+    class Told(api.RootfsProvider):
+        """Says what it does."""
+
+        name = "told"
+
+    assert docgen._first_paragraph(Quiet) == ""
+    assert docgen._first_paragraph(Told) == "Says what it does."
+    assert docgen._first_paragraph(_Sample) == ""  # not marshmallow's Schema docstring
