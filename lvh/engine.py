@@ -459,7 +459,9 @@ class Engine:
 
     def _call(self, driver: Any, st: Stage, ctx: Context, inputs: list[Artifact | None]) -> Artifact:
         if st.method == "build":
-            return driver.build(ctx, *inputs) if st.kind == "disk" else driver.build(ctx)
+            if st.kind == "disk":
+                return driver.build(ctx, inputs[0] if inputs else None)
+            return driver.build(ctx)
         if st.method == "derive":
             return driver.derive(ctx, inputs[0])
         if st.method == "customize":

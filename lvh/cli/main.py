@@ -70,7 +70,7 @@ class LazyGroup(click.Group):
         if name in self.commands:
             return self.commands[name]
         cmd = self._lazy(name)
-        if cmd is None and not self._hooks_loaded:
+        if not self._hooks_loaded:  # hooks may add commands, or subcommands to a lazy group
             self._load_hook_commands()
             cmd = self.commands.get(name)
         return cmd
