@@ -34,14 +34,20 @@ class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use, plus hook-contributed commands."""
 
     _hooks_loaded = False
+    _hook_error: Exception | None = None
 
     def _load_hook_commands(self) -> None:
         if self._hooks_loaded:
             return
         self._hooks_loaded = True
-        from lvh.plugins import hooks
+        from lvh.plugins import PluginError, hooks
 
-        hooks().lvh_cli_commands(cli=self)
+        try:
+            hooks().lvh_cli_commands(cli=self)
+        except PluginError as e:
+            # `lvh plugins list` and `lvh doctor` must still work to diagnose a broken plugin;
+            # anything that needs the hooks raises this again when it configures them.
+            self._hook_error = e
 
     def _lazy(self, name: str) -> click.Command | None:
         if name not in LAZY:
@@ -73,6 +79,8 @@ class LazyGroup(click.Group):
         if not self._hooks_loaded:  # hooks may add commands, or subcommands to a lazy group
             self._load_hook_commands()
             cmd = self.commands.get(name)
+        if cmd is None and self._hook_error is not None:
+            raise self._hook_error
         return cmd
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
