@@ -15,6 +15,7 @@ import argparse
 import importlib.metadata as md
 import inspect
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -163,7 +164,7 @@ def default_text(field: fields.Field) -> str:
 
 def _md(text: str) -> str:
     """reStructuredText literals (``x``) as Markdown ones (`x`)."""
-    return text.replace("``", "`")
+    return re.sub(r"(?<!`)``(?!`)", "`", text)
 
 
 def _cell(text: str) -> str:
@@ -280,6 +281,21 @@ def core_schemas() -> list[tuple[str, type[Schema]]]:
     return found
 
 
+def _matrix_section() -> list[str]:
+    """``runs[].matrix``, from the docstring of :mod:`lvh.matrix` (where it is implemented)."""
+    try:
+        from lvh import matrix
+    except ImportError:
+        return []
+    paragraphs = inspect.cleandoc(matrix.__doc__ or "").split("\n\n")
+    if len(paragraphs) < 2:
+        return []
+    # The first paragraph is about the module; the rest is about the config.
+    return ["## `runs[].matrix`", "", "A run with `matrix:` becomes one run per combination "
+            "(`lvh pipeline matrix` prints them, e.g. for a CI job matrix).", "",
+            _md("\n\n".join(paragraphs[1:])), ""]
+
+
 def generate(*, all_dists: bool = False, strict: bool = True,
              load: Callable[[md.EntryPoint], Any] | None = None) -> str:
     """The config reference, as Markdown. ``strict``: a driver that fails to load is a
@@ -306,6 +322,7 @@ def generate(*, all_dists: bool = False, strict: bool = True,
         out += [ln for ln in _nested_sections([n for n in nested if n[1].__name__ not in CORE_TITLES],
                                               prefix="", level="###")]
         out.append("")
+    out += _matrix_section()
     failed: list[str] = []
     for group, base in DRIVER_GROUPS.items():
         kind = base.kind
