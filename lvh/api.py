@@ -351,7 +351,9 @@ class Artifact:
         for k, v in data.items():
             if k == "kind" or k not in names:
                 continue
-            kw[k] = _path_in(v, root)
+            # Only fields typed Path turn absolute strings into paths (``DiskArtifact.kernel`` is a
+            # path *inside* the image and stays a str).
+            kw[k] = _path_in(v, root, "Path" in str(names[k].type))
         return cls(root=root, **kw)
 
     def rebased(self: A, new_root: Path) -> A:
@@ -382,15 +384,15 @@ def _path_out(v: Any, root: Path) -> Any:
     return v
 
 
-def _path_in(v: Any, root: Path) -> Any:
+def _path_in(v: Any, root: Path, absolute: bool = False) -> Any:
     if isinstance(v, str) and v.startswith(_REL):
         return root / v[len(_REL) :]
-    if isinstance(v, str) and v.startswith("/"):
+    if absolute and isinstance(v, str) and v.startswith("/"):
         return Path(v)
     if isinstance(v, list):
-        return [_path_in(x, root) for x in v]
+        return [_path_in(x, root, absolute) for x in v]
     if isinstance(v, dict):
-        return {k: _path_in(x, root) for k, x in v.items()}
+        return {k: _path_in(x, root, absolute) for k, x in v.items()}
     return v
 
 
@@ -802,3 +804,14 @@ def hash_path(path: Path, *, follow: bool = True) -> str:
                 h.update(b"F%o" % (p.stat().st_mode & 0o7777))
                 h.update(hash_path(p).encode())
     return h.hexdigest()
+
+from lvh.actions import (  # noqa: E402  (re-exported: the customize-action schema)
+    ACTION_TYPES,
+    ActionField,
+    CustomizeOptions,
+    from_upstream,
+    local_paths,
+    to_upstream,
+)
+
+__all__ += ["ACTION_TYPES", "ActionField", "CustomizeOptions", "from_upstream", "local_paths", "to_upstream"]
