@@ -212,3 +212,24 @@ def test_lvh_pipeline_fixture(lvh_pipeline, lvh_drivers):
     res = lvh_pipeline(CONF, plan=True)
     assert res.stage("image:base/rootfs")["driver"] == "tool-rootfs"
     assert res.workdir.parent.is_dir()
+
+
+def test_artifacts_inherit_their_inputs_meta(tmp_path):
+    """A hook or a later stage can tell what an image was made from (the engine carries meta)."""
+
+    class Marked(_Tool):
+        name = "marked-rootfs"
+
+        def build(self, ctx):
+            art = super().build(ctx)
+            art.meta = {"distro": "testix", "suite": "one"}
+            return art
+
+    conf = {"images": [{"name": "base", "rootfs": {"provider": "marked-rootfs"},
+                        "disk": {"formatter": "fakedisk"}},
+                       {"name": "child", "parent": "base"}]}
+    res = run_pipeline(conf, drivers={**_drivers(), ("lvh.rootfs", "marked-rootfs"): Marked}, tmp_path=tmp_path)
+    arts = {s.id: s.artifact for s in res.engine.stages()}
+    assert arts["image:base/disk"].meta == {"distro": "testix", "suite": "one"}
+    # The derived image: its parent's meta, and what its own driver says.
+    assert arts["image:child/disk"].meta["distro"] == "testix"
