@@ -97,7 +97,8 @@ def type_name(field: fields.Field) -> str:
             return name
     own = type(field).__dict__.get("__doc__")  # a custom field's own docstring, not inherited
     if own and type(field).__module__ != fields.__name__:
-        return _md(inspect.cleandoc(own).split("\n")[0].split(":")[0].rstrip("."))
+        first = inspect.cleandoc(own).split("\n")[0].split(":")[0].rstrip(".")
+        return _md(re.sub(r"^(An?|The) ", "", first))
     for cls, name in _TYPE_NAMES:
         if isinstance(field, cls):
             return name
@@ -228,7 +229,8 @@ def _first_paragraph(obj: Any) -> str:
     return _md(" ".join(doc.split("\n\n")[0].split()))
 
 
-def driver_section(kind: str, name: str, cls: type[Driver], dist: str, *, show_dist: bool) -> list[str]:
+def driver_section(kind: str, name: str, cls: type[Driver], dist: str, *, show_dist: bool,
+                   seen: dict[type[Schema], str] | None = None) -> list[str]:
     key, _ = DRIVER_KEY[kind]
     head = f"### `{key}: {name}`"
     lines = [head, ""]
@@ -240,25 +242,29 @@ def driver_section(kind: str, name: str, cls: type[Driver], dist: str, *, show_d
     skip = {key} if kind == "runner" else set()
     rows, nested = schema_table(cls.Options, skip=skip)
     lines += rows
-    lines += _nested_sections(nested, prefix=f"{name}.", level="####")
+    lines += _nested_sections(nested, prefix=f"{name}.", level="####", seen=seen)
     return lines
 
 
 def _nested_sections(nested: list[tuple[str, type[Schema]]], *, prefix: str, level: str,
-                     seen: set[type[Schema]] | None = None) -> list[str]:
-    seen = set() if seen is None else seen
+                     seen: dict[type[Schema], str] | None = None) -> list[str]:
+    """A table per nested schema; one already shown (e.g. the actions every customizer takes)
+    is referred to, not repeated."""
+    seen = {} if seen is None else seen
     out: list[str] = []
     for key, sch in nested:
+        title = f"{prefix}{key}"
+        out += ["", f"{level} `{title}`", ""]
         if sch in seen:
+            out += [f"The same fields as `{seen[sch]}` above."]
             continue
-        seen.add(sch)
+        seen[sch] = title
         rows, more = schema_table(sch)
-        out += ["", f"{level} `{prefix}{key}`", ""]
         about = _first_paragraph(sch)
         if about:
             out += [about, ""]
         out += rows
-        out += _nested_sections(more, prefix=f"{prefix}{key}.", level=level, seen=seen)
+        out += _nested_sections(more, prefix=f"{title}.", level=level, seen=seen)
     return out
 
 
@@ -323,6 +329,7 @@ def generate(*, all_dists: bool = False, strict: bool = True,
                                               prefix="", level="###")]
         out.append("")
     out += _matrix_section()
+    seen: dict[type[Schema], str] = {}
     failed: list[str] = []
     for group, base in DRIVER_GROUPS.items():
         kind = base.kind
@@ -341,7 +348,7 @@ def generate(*, all_dists: bool = False, strict: bool = True,
                     raise DocgenError(msg) from e
                 failed.append(msg)
                 continue
-            out += driver_section(kind, ep.name, cls, _dist_name(ep), show_dist=all_dists)
+            out += driver_section(kind, ep.name, cls, _dist_name(ep), show_dist=all_dists, seen=seen)
             out.append("")
     if failed:
         out += ["## Not documented", "", *[f"- {m}" for m in failed], ""]
