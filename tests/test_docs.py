@@ -156,10 +156,15 @@ def test_plugins_md_formatter_example(examples, tmp_path):
 
 def test_plugins_md_customizer_example(examples, tmp_path):
     ctx = make_context(tmp_path)
-    c = examples["MotdCustomizer"](examples["MotdOptions"]().load({"text": "hello"}))
+    c = examples["MotdCustomizer"](examples["MotdOptions"]().load({"text": "hello", "actions": [
+        {"type": "append-line", "file": "/etc/motd", "line": "and more"}]}))
     out = c.customize(ctx, api.RootfsArtifact(root=tmp_path, path=tmp_path / "tree", format="dir"))
-    assert (out.path / "etc" / "motd").read_text() == "hello\n"
+    assert (out.path / "etc" / "motd").read_text() == "hello\nand more\n"
     assert ctx.executor.argvs[0][:2] == ["cp", "-a"]
+    other = examples["MotdCustomizer"](examples["MotdOptions"]().load(
+        {"text": "x", "actions": [{"type": "mkdir", "dir": "/srv"}]}))
+    with pytest.raises(api.UserError, match="cannot mkdir"):
+        other.customize(make_context(tmp_path / "2"), api.RootfsArtifact(root=tmp_path, path=tmp_path, format="dir"))
 
 
 def test_plugins_md_runner_example_really_runs(examples, tmp_path):
