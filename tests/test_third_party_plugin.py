@@ -119,6 +119,9 @@ def ensure_venv() -> Path:
     for old in olds[_KEEP_VENVS - 1:]:
         with FileLock(str(VENVS / f"{old.name}.lock")):
             shutil.rmtree(old, ignore_errors=True)
+    for lock in VENVS.glob("*.lock"):
+        if not (VENVS / lock.stem).exists():
+            lock.unlink(missing_ok=True)
     venv.touch()
     return venv
 
