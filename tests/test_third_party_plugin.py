@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -119,9 +120,12 @@ def ensure_venv() -> Path:
     for old in olds[_KEEP_VENVS - 1:]:
         with FileLock(str(VENVS / f"{old.name}.lock")):
             shutil.rmtree(old, ignore_errors=True)
-    for lock in VENVS.glob("*.lock"):
-        if not (VENVS / lock.stem).exists():
-            lock.unlink(missing_ok=True)
+    for lock in VENVS.glob("*.lock"):  # of pruned venvs (old ones: a fresh one may be in use)
+        try:
+            if not (VENVS / lock.stem).exists() and time.time() - lock.stat().st_mtime > 3600:
+                lock.unlink()
+        except FileNotFoundError:
+            pass
     venv.touch()
     return venv
 
