@@ -327,7 +327,9 @@ A = TypeVar("A", bound="Artifact")
 @dataclass
 class Artifact:
     """A stage's output. Its files lie under ``root``: ``ctx.out`` while it is built, its cache
-    entry once published (the engine rewrites the paths). ``meta`` is free-form JSON for drivers."""
+    entry once published (the engine rewrites the paths). ``meta`` is free-form JSON for drivers;
+    the engine starts it from the input artifacts' ``meta`` (a disk carries its rootfs's, e.g.
+    ``distro``; a derived image its parent's), the keys the driver sets winning."""
 
     kind: ClassVar[str] = "artifact"
     root: Path

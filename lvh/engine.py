@@ -85,6 +85,19 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _inherit_meta(artifact: Any, inputs: list[Artifact | None]) -> None:
+    """An artifact keeps what its inputs said about themselves (a disk knows the distro of its
+    rootfs, a derived image its parent's): inputs' ``meta`` first, the driver's own keys win."""
+    if not isinstance(artifact, Artifact):
+        return
+    inherited: dict[str, Any] = {}
+    for a in inputs:
+        if isinstance(a, Artifact):
+            inherited.update(a.meta)
+    if inherited:
+        artifact.meta = {**inherited, **artifact.meta}
+
+
 class _StageExecutor:
     """Tees every command and its output into the stage's log file."""
 
@@ -424,6 +437,7 @@ class Engine:
                     logger.debug("{}: {} ({})", st.id, st.method, st.ref.name)
                     driver = st.ref.instance()
                     result = self._call(driver, st, ctx, inputs)
+                    _inherit_meta(result, inputs)
                     self._check_artifact(st, result, build)
                     record = {"stage": st.id, "driver": st.ref.name, "driver_version": st.ref.cls.version,
                               "options": _jsonable(st.ref.options), "inputs": [i.key for i in st.inputs],
