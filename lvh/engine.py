@@ -332,8 +332,11 @@ class Engine:
                         commands = [c for c in commands if c]
                     else:
                         commands = st.ref.instance().describe(self._plan_context(st), *inputs)
-                except LvhError:
-                    raise
+                except LvhError as e:
+                    if all(a is not None for a in inputs):
+                        raise
+                    # Its inputs are not built yet: the exact commands depend on them.
+                    logger.debug("no commands for {} before its inputs exist: {}", st.id, e)
                 except Exception as e:
                     logger.debug("describe() of {} failed: {}", st.id, e)
             out.append({"id": st.id, "kind": st.kind, "target": st.target, "driver": st.ref.name,

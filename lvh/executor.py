@@ -36,7 +36,8 @@ class SubprocessExecutor:
         shown = shlex.join(argv)
         if command.cwd:
             shown += f"  (in {command.cwd})"
-        self.log.info("$ {}", shown)
+        # Commands whose output is captured are mostly probes (tool versions, queries): debug.
+        self.log.log("DEBUG" if command.capture else "INFO", "$ {}", shown)
         start = time.monotonic()
         if command.interactive:
             return self._run_interactive(command, argv, env, start)

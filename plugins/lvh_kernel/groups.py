@@ -42,6 +42,16 @@ CONFIG_GROUPS: dict[str, list[Option]] = {
         "NET_9P_VIRTIO", "VIRTIO_BLK",
     ),
     "namespaces": _e("NAMESPACES", "UTS_NS", "TIME_NS", "IPC_NS", "USER_NS", "PID_NS", "NET_NS"),
+    # Ours: what a ``tinyconfig`` kernel lacks to be a useful lvh guest (console, initrd, devtmpfs,
+    # ext4 on a block device, networking, modules, the syscalls busybox and systemd-less init use).
+    "tiny": _e(
+        "64BIT", "PRINTK", "TTY", "SERIAL_8250", "SERIAL_8250_CONSOLE", "BINFMT_ELF", "BINFMT_SCRIPT",
+        "BLK_DEV_INITRD", "RD_GZIP", "DEVTMPFS", "DEVTMPFS_MOUNT", "PROC_FS", "SYSFS", "TMPFS", "SHMEM",
+        "PCI", "PCI_MSI", "BLOCK", "BLK_DEV", "EXT4_FS", "NET", "INET", "IPV6", "UNIX", "PACKET", "NETDEVICES",
+        "NET_CORE", "MULTIUSER", "FUTEX", "EPOLL", "POSIX_TIMERS", "PROC_SYSCTL", "FILE_LOCKING",
+        "INOTIFY_USER", "SIGNALFD", "TIMERFD", "EVENTFD", "AIO", "UNIX98_PTYS", "CGROUPS", "KALLSYMS",
+        "RTC_CLASS", "RTC_DRV_CMOS", "FW_CFG_SYSFS", "NET_SCHED", "NET_CLS_ACT", "MODULES", "MODULE_UNLOAD",
+    ),
     "microvm": _e(
         "VIRTIO", "VIRTIO_MENU", "VIRTIO_MMIO", "VIRTIO_MMIO_CMDLINE_DEVICES", "VIRTIO_BLK",
         "VIRTIO_CONSOLE", "HW_RANDOM", "HW_RANDOM_VIRTIO", "TTY", "SERIAL_8250",
