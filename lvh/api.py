@@ -817,3 +817,21 @@ from lvh.actions import (  # noqa: E402  (re-exported: the customize-action sche
 )
 
 __all__ += ["ACTION_TYPES", "ActionField", "CustomizeOptions", "from_upstream", "local_paths", "to_upstream"]
+
+
+def action_files_key(ctx: Context, actions: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
+    """Content hashes of the host files customize ``actions`` read, for a customizer's
+    ``key_material`` (so editing a copied-in file rebuilds the image). A file that does not exist
+    is a :class:`UserError` naming the action."""
+    files: dict[str, str] = {}
+    for i, a in enumerate(actions or []):
+        for p in local_paths(a):
+            path = ctx.resolve(p)
+            if not path.exists():
+                raise UserError(f"customize action {i} ({a['type']}): {path} does not exist",
+                                hint="local paths are relative to the config file's folder")
+            files[p] = hash_path(path)
+    return files
+
+
+__all__ += ["action_files_key"]

@@ -23,8 +23,7 @@ from lvh.api import (
     Requirement,
     RootfsArtifact,
     UserError,
-    hash_path,
-    local_paths,
+    action_files_key,
     require_tool,
 )
 
@@ -48,14 +47,7 @@ class ChrootCustomizer(Customizer):
                              needed_by="customize chroot (on disk images)")]
 
     def key_material(self, ctx: Context) -> dict[str, Any]:
-        files: dict[str, str] = {}
-        for i, a in enumerate(self.options.get("actions") or []):
-            for p in local_paths(a):
-                path = ctx.resolve(p)
-                if not path.exists():
-                    raise UserError(f"customize action {i} ({a['type']}): {path} does not exist",
-                                    hint="local paths are relative to the config file's folder")
-                files[p] = hash_path(path)
+        files = action_files_key(ctx, self.options.get("actions"))
         return {"files": files, "qemu-storage-daemon": tool_version("qemu-storage-daemon", "--version")}
 
     def describe(self, ctx: Context, *inputs: Any) -> list[list[str]]:

@@ -19,9 +19,8 @@ from lvh.api import (
     Requirement,
     StageError,
     UserError,
+    action_files_key,
     fields,
-    hash_path,
-    local_paths,
 )
 
 from .common import env, need, requirements, version
@@ -56,14 +55,7 @@ class VirtCustomizer(Customizer):
         return requirements(host, "virt-customize", "guestfish", by="customize virt-customize")
 
     def key_material(self, ctx: Context) -> dict[str, Any]:
-        files: dict[str, str] = {}
-        for i, a in enumerate(self.options.get("actions") or []):
-            for p in local_paths(a):
-                path = ctx.resolve(p)
-                if not path.exists():
-                    raise UserError(f"customize action {i} ({a['type']}): {path} does not exist",
-                                    hint="local paths are relative to the config file's folder")
-                files[p] = hash_path(path)
+        files = action_files_key(ctx, self.options.get("actions"))
         return {"files": files, "virt-customize": version("virt-customize")}
 
     # -- actions -> calls --------------------------------------------------------------------
