@@ -43,9 +43,12 @@ class MkfsOptions(Schema):
         unknown = marshmallow.RAISE
 
     size = Size(load_default=8 << 30, metadata={"description": "virtual size (sparse), e.g. 8G"})
-    format = fields.Str(load_default="qcow2", validate=validate.OneOf(["qcow2", "raw"]))
-    filesystem = fields.Str(load_default="ext4", validate=validate.OneOf(["ext4", "ext3", "ext2"]))
-    label = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=16))
+    format = fields.Str(load_default="qcow2", validate=validate.OneOf(["qcow2", "raw"]),
+                        metadata={"description": "the image file format"})
+    filesystem = fields.Str(load_default="ext4", validate=validate.OneOf(["ext4", "ext3", "ext2"]),
+                            metadata={"description": "the filesystem type (mke2fs -t)"})
+    label = fields.Str(load_default=None, allow_none=True, validate=validate.Length(max=16),
+                       metadata={"description": "the filesystem label (mke2fs -L)"})
     mkfs_options = fields.List(fields.Str(), load_default=list,
                                metadata={"description": "extra mke2fs arguments, e.g. [-m, '0']"})
     bootable = fields.Bool(load_default=False, metadata={"description": "not supported: use guestfish"})

@@ -51,13 +51,20 @@ from .make import normalize_arch
 class DebianOptions(Schema):
     package = fields.String(required=True, metadata={
         "description": "linux-image-* package name (optionally =VERSION), or a path to a .deb"})
-    initrd = fields.Boolean(load_default=True)
-    initrd_modules = fields.List(fields.String(), load_default=None, allow_none=True)
-    arch = fields.String(load_default=None, allow_none=True)
+    initrd = fields.Boolean(load_default=True, metadata={
+        "description": "write ``boot/initrd.img-<ver>``: a busybox initramfs that loads the boot "
+                       "modules and mounts ``root=``"})
+    initrd_modules = fields.List(fields.String(), load_default=None, allow_none=True, metadata={
+        "description": "modules the initrd loads, with their dependencies (default: virtio, ext4, "
+                       "9p, vsock); names the package lacks are skipped"})
+    arch = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "x86_64 (amd64) or arm64 (aarch64), default: the host's; recorded on the "
+                       "kernel, and with ``suite`` picks the index's ``binary-<arch>``"})
     suite = fields.String(load_default=None, allow_none=True, metadata={
         "description": "read the archive's Packages index of this suite (e.g. bookworm) instead of "
                        "the host's apt lists (for hosts without apt)"})
-    mirror = fields.String(load_default="http://deb.debian.org/debian")
+    mirror = fields.String(load_default="http://deb.debian.org/debian", metadata={
+        "description": "with ``suite``: the Debian mirror to read the index and fetch the .deb from"})
 
     class Meta:
         unknown = marshmallow.RAISE

@@ -96,17 +96,29 @@ class MakeOptions(Schema):
     base = fields.String(load_default="defconfig", metadata={
         "description": "defconfig, tinyconfig, allnoconfig, … or the path of a .config"})
     config_groups = fields.List(fields.String(validate=validate.OneOf(
-        sorted(CONFIG_GROUPS), error="unknown config group {input!r} (known: {choices})")), load_default=list)
-    options = fields.List(_Option(), load_default=list)
-    fragments = fields.List(fields.String(), load_default=list)
-    make_args = fields.List(fields.String(), load_default=list)
-    targets = fields.List(fields.String(), load_default=None, allow_none=True)
-    arch = fields.String(load_default=None, allow_none=True)
-    cross_compile = fields.String(load_default=None, allow_none=True)
-    jobs = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1))
-    strict = fields.Boolean(load_default=False)
+        sorted(CONFIG_GROUPS), error="unknown config group {input!r} (known: {choices})")), load_default=list,
+        metadata={"description": "named sets of config options, applied after ``fragments``"})
+    options = fields.List(_Option(), load_default=list, metadata={
+        "description": "config options, applied last: ``CONFIG_X=y`` lines or ``[--enable, "
+                       "CONFIG_X]`` (--disable, --module, --set-str, --set-val)"})
+    fragments = fields.List(fields.String(), load_default=list, metadata={
+        "description": "config fragment files (``CONFIG_X=y`` lines), applied first over ``base``"})
+    make_args = fields.List(fields.String(), load_default=list, metadata={
+        "description": "extra make arguments (e.g. ``CC=clang``), for configuring and building"})
+    targets = fields.List(fields.String(), load_default=None, allow_none=True, metadata={
+        "description": "make targets (default: the arch's image, e.g. bzImage, and modules)"})
+    arch = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "target arch: x86_64 (amd64) or arm64 (aarch64); default: the host's"})
+    cross_compile = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "CROSS_COMPILE prefix (default: none for the host's arch, else e.g. "
+                       "aarch64-linux-gnu-)"})
+    jobs = fields.Integer(load_default=None, allow_none=True, validate=validate.Range(min=1), metadata={
+        "description": "make -j (default: the host's CPU count)"})
+    strict = fields.Boolean(load_default=False, metadata={
+        "description": "fail when a requested option did not take (default: a warning)"})
     vmlinux = fields.Boolean(load_default=False, metadata={"description": "keep vmlinux (debug info)"})
-    strip_modules = fields.Boolean(load_default=True)
+    strip_modules = fields.Boolean(load_default=True, metadata={
+        "description": "strip debug info from installed modules (INSTALL_MOD_STRIP=1)"})
     name = fields.String(load_default=None, allow_none=True, metadata={
         "description": "name of the tree/build dir (default: the kernel's name)"})
 

@@ -30,14 +30,20 @@ from .make import normalize_arch
 
 class PrebuiltOptions(Schema):
     image = fields.String(required=True, metadata={"description": "kernel image (bzImage, Image…)"})
-    version = fields.String(load_default=None, allow_none=True)
+    version = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the kernel's ``uname -r`` (default: read from the image)"})
     modules = fields.String(load_default=None, allow_none=True, metadata={
         "description": "dir holding lib/modules/<version>/ (or that <version> dir)"})
-    initrd = fields.String(load_default=None, allow_none=True)
-    config = fields.String(load_default=None, allow_none=True)
-    system_map = fields.String(load_default=None, allow_none=True)
-    vmlinux = fields.String(load_default=None, allow_none=True)
-    arch = fields.String(load_default=None, allow_none=True)
+    initrd = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "an initramfs file to boot with it"})
+    config = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the kernel's .config file"})
+    system_map = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the kernel's System.map file"})
+    vmlinux = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the uncompressed vmlinux (debug info)"})
+    arch = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "x86_64 (amd64) or arm64 (aarch64), recorded on the kernel; default: the host's"})
 
     class Meta:
         unknown = marshmallow.RAISE

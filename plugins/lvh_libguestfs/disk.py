@@ -39,7 +39,8 @@ class GuestfishOptions(Schema):
         unknown = marshmallow.RAISE
 
     size = Size(load_default=8 << 30, metadata={"description": "virtual size (sparse), e.g. 8G"})
-    format = fields.Str(load_default="qcow2", validate=validate.OneOf(["qcow2", "raw"]))
+    format = fields.Str(load_default="qcow2", validate=validate.OneOf(["qcow2", "raw"]),
+                        metadata={"description": "the image file format"})
     bootable = fields.Bool(load_default=False,
                            metadata={"description": "MBR partition + extlinux (the rootfs needs a kernel)"})
 

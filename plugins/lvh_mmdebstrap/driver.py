@@ -41,10 +41,18 @@ class _Hooks(Schema):
     class Meta:
         unknown = marshmallow.RAISE
 
-    setup = fields.List(fields.Str(), load_default=list)
-    extract = fields.List(fields.Str(), load_default=list)
-    essential = fields.List(fields.Str(), load_default=list)
-    customize = fields.List(fields.Str(), load_default=list)
+    setup = fields.List(fields.Str(), load_default=list, metadata={
+        "description": "``--setup-hook``: after the chroot is set up, before any package is fetched "
+                       "(the chroot dir is ``$1``)"})
+    extract = fields.List(fields.Str(), load_default=list, metadata={
+        "description": "``--extract-hook``: after the Essential packages are extracted, before they "
+                       "are installed"})
+    essential = fields.List(fields.Str(), load_default=list, metadata={
+        "description": "``--essential-hook``: after the Essential packages are installed, before the "
+                       "rest"})
+    customize = fields.List(fields.Str(), load_default=list, metadata={
+        "description": "``--customize-hook``: after all packages are installed, before cleanup "
+                       "(e.g. ``chroot \"$1\" passwd --delete root``)"})
 
 
 class MmdebstrapOptions(Schema):
@@ -56,12 +64,14 @@ class MmdebstrapOptions(Schema):
     variant = fields.Str(load_default="important", validate=validate.OneOf(
         ["extract", "custom", "essential", "apt", "required", "minbase", "buildd", "important", "debootstrap",
          "-", "standard"]), metadata={"description": "mmdebstrap --variant (upstream: default)"})
-    components = fields.List(fields.Str(), load_default=lambda: ["main"])
+    components = fields.List(fields.Str(), load_default=lambda: ["main"], metadata={
+        "description": "archive components (--components), e.g. [main, contrib]"})
     architecture = fields.Str(load_default=None, allow_none=True,
                               metadata={"description": "dpkg architecture (default: the host's)"})
     keyring = fields.List(fields.Str(), load_default=list,
                           metadata={"description": "keyring files or dirs (--keyring)"})
-    packages = fields.List(fields.Str(validate=validate.Length(min=1)), load_default=list)
+    packages = fields.List(fields.Str(validate=validate.Length(min=1)), load_default=list, metadata={
+        "description": "extra packages to install (--include)"})
     hooks = fields.Nested(_Hooks, load_default=dict,
                           metadata={"description": "{setup, extract, essential, customize}: hook commands"})
     bootable = fields.Bool(load_default=False, metadata={"description": "add the distro kernel package"})

@@ -48,16 +48,18 @@ class OciOptions(Schema):
     class Meta:
         unknown = marshmallow.RAISE
 
-    #: ``[registry/]repo[:tag][@sha256:…]``.
-    ref = fields.String(required=True)
-    #: ``os/arch[/variant]``; default: the host's (kernels: any single-platform manifest).
-    platform = fields.String(load_default=None)
-    #: plain HTTP / unverified TLS for a registry that is not on loopback.
-    insecure = fields.Boolean(load_default=False)
-    #: which image (upstream ``data/images/<name>``) or kernel version (``data/kernels/<name>``).
-    name = fields.String(load_default=None)
-    #: refuse to write more than this (default 256G).
-    max_size = Size(load_default=None)
+    ref = fields.String(required=True, metadata={
+        "description": "the registry reference to pull: ``[registry/]repo[:tag][@sha256:…]``"})
+    platform = fields.String(load_default=None, metadata={
+        "description": "``os/arch[/variant]`` to pick from a multi-platform index (default: the host's)"})
+    insecure = fields.Boolean(load_default=False, metadata={
+        "description": "allow plain HTTP / unverified TLS for a registry not on loopback (loopback "
+                       "uses plain HTTP anyway)"})
+    name = fields.String(load_default=None, metadata={
+        "description": "upstream-layout artifacts holding several: which image "
+                       "(``data/images/<name>``) or kernel version (``data/kernels/<name>``)"})
+    max_size = Size(load_default=None, metadata={
+        "description": "refuse to extract more than this in total (default: 256G)"})
 
 
 class _OciDriver:
@@ -173,10 +175,13 @@ class OciRootfs(_OciDriver, RootfsProvider):
 
 
 class DeriveOptions(OciOptions):
-    ref = fields.String(load_default=None)
-    #: a derived image's virtual size (grown to it if larger than the parent's).
-    size = Size(load_default=None)
-    format = fields.String(load_default="qcow2", validate=validate.Equal("qcow2"))
+    ref = fields.String(load_default=None, metadata={
+        "description": "the registry reference to pull (``[registry/]repo[:tag][@sha256:…]``); "
+                       "required for a base image, unused for a derived one (``parent:``)"})
+    size = Size(load_default=None, metadata={
+        "description": "derived image: its virtual size (used only if larger than the parent's)"})
+    format = fields.String(load_default="qcow2", validate=validate.Equal("qcow2"), metadata={
+        "description": "the format of a derived image (always a qcow2 overlay)"})
 
 
 class OciDisk(_OciDriver, DiskFormatter):

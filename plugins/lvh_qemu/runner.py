@@ -62,26 +62,31 @@ class QemuOptions(Schema):
     class Meta:
         unknown = marshmallow.RAISE
 
-    #: ``auto`` (KVM where it really works, TCG otherwise), ``kvm`` or ``tcg``.
-    accel = fields.String(load_default="auto", validate=validate.OneOf(["auto", "kvm", "tcg"]))
-    #: The emulator binary (default: ``qemu-system-<arch>``).
-    binary = fields.String(load_default=None, allow_none=True)
-    #: The emulated architecture (``qemu-system-<arch>``; default: the host's).
-    arch = fields.String(load_default=None, allow_none=True)
-    #: ``-cpu`` model (default: ``host`` with KVM, QEMU's default with TCG).
-    cpu_kind = fields.String(load_default=None, allow_none=True)
-    #: pc/q35 runner: the machine type.
-    machine = fields.String(load_default="pc", validate=validate.OneOf(["pc", "q35"]))
-    #: Extra emulator arguments, appended last.
-    extra_args = fields.List(fields.String(), load_default=list)
-    #: A telnet serial port on localhost (upstream's ``--serial-port``).
-    serial_port = fields.Integer(load_default=None, allow_none=True)
-    #: A telnet human monitor on localhost (upstream's ``--qemu-monitor-port``).
-    monitor_port = fields.Integer(load_default=None, allow_none=True)
-    #: Exec mode: quiet kernel boot (faster under TCG); the console log has the rest.
-    quiet = fields.Boolean(load_default=True)
-    #: Print the guest console on the terminal while the VM runs (``lvh run --verbose``).
-    show_console = fields.Boolean(load_default=False)
+    accel = fields.String(load_default="auto", validate=validate.OneOf(["auto", "kvm", "tcg"]), metadata={
+        "description": "accelerator: auto (KVM where it works, TCG otherwise), kvm or tcg; "
+                       "``lvh run --no-hw-accel`` forces tcg"})
+    binary = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the emulator binary (default: ``qemu-system-<arch>``)"})
+    arch = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "the ``<arch>`` of ``qemu-system-<arch>`` (default: the host's)"})
+    cpu_kind = fields.String(load_default=None, allow_none=True, metadata={
+        "description": "``-cpu`` model (default: host with KVM, QEMU's default with TCG)"})
+    machine = fields.String(load_default="pc", validate=validate.OneOf(["pc", "q35"]), metadata={
+        "description": "the machine type of the qemu runner (microvm ignores it)"})
+    extra_args = fields.List(fields.String(), load_default=list, metadata={
+        "description": "extra emulator arguments, appended last"})
+    serial_port = fields.Integer(load_default=None, allow_none=True, metadata={
+        "description": "a serial port served by telnet on localhost:PORT (upstream's "
+                       "``--serial-port``); in boot mode it is the kernel console"})
+    monitor_port = fields.Integer(load_default=None, allow_none=True, metadata={
+        "description": "serve the QEMU human monitor on TCP localhost:PORT (upstream's "
+                       "``--qemu-monitor-port``)"})
+    quiet = fields.Boolean(load_default=True, metadata={
+        "description": "exec mode: add ``quiet`` to the kernel command line (faster under TCG; the "
+                       "console log has the rest)"})
+    show_console = fields.Boolean(load_default=False, metadata={
+        "description": "exec mode: print the guest console while the VM runs, and log the emulator "
+                       "command (``lvh run --verbose``)"})
 
 
 @dataclass
