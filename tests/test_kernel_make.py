@@ -100,7 +100,7 @@ def test_unknown_group_is_a_located_config_error(tmp_path):
         load_config(tmp_path / "conf.yaml")
     msg = str(e.value)
     assert "conf.yaml:6" in msg and "kernels[0].config_groups" in msg
-    assert "unknown config group 'bfp' (known: basic, bpf, microvm, minimize, namespaces, virtio)" in msg
+    assert "unknown config group 'bfp' (known: basic, bpf, microvm, minimize, namespaces, tiny, virtio)" in msg
     # and a driver built without the schema still refuses it before running anything
     ex = FakeExecutor()
     drv = MakeBuilder({"source": str(tmp_path), "config_groups": ["bfp"]})

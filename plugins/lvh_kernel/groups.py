@@ -45,7 +45,7 @@ CONFIG_GROUPS: dict[str, list[Option]] = {
     # Ours: what a ``tinyconfig`` kernel lacks to be a useful lvh guest (console, initrd, devtmpfs,
     # ext4 on a block device, networking, modules, the syscalls busybox and systemd-less init use).
     "tiny": _e(
-        "64BIT", "PRINTK", "TTY", "SERIAL_8250", "SERIAL_8250_CONSOLE", "BINFMT_ELF", "BINFMT_SCRIPT",
+        "64BIT", "SMP", "PRINTK", "TTY", "SERIAL_8250", "SERIAL_8250_CONSOLE", "BINFMT_ELF", "BINFMT_SCRIPT",
         "BLK_DEV_INITRD", "RD_GZIP", "DEVTMPFS", "DEVTMPFS_MOUNT", "PROC_FS", "SYSFS", "TMPFS", "SHMEM",
         "PCI", "PCI_MSI", "BLOCK", "BLK_DEV", "EXT4_FS", "NET", "INET", "IPV6", "UNIX", "PACKET", "NETDEVICES",
         "NET_CORE", "MULTIUSER", "FUTEX", "EPOLL", "POSIX_TIMERS", "PROC_SYSCTL", "FILE_LOCKING",
