@@ -188,13 +188,22 @@ def images_push(source: str, ref: str, workdir: str | None, platform: str | None
                 as_json: bool, fmt: str, name: str | None, version: str | None, main_tag: bool) -> None:
     """Push image SOURCE (a file, or the name of an image in the workdir) to REF
     ([registry/]repo[:tag]; no tag = <version>-<YYYYMMDD.HHMMSS>)."""
-    from .transfer import image_stem, push
+    from .transfer import image_stem
 
-    wd = _workdir(workdir)
-    art = _disk_source(source, wd)
+    art = _disk_source(source, _workdir(workdir))
+    _push(art, source, ref, name, image_stem(Path(art.path).name), fmt, version, main_tag, platform, insecure,
+          as_json)
+
+
+def _push(art: Any, source: str, ref: str, name: str | None, fallback_name: str, fmt: str, version: str | None,
+          main_tag: bool, platform: str | None, insecure: bool, as_json: bool) -> None:
+    """Push ``art`` (an image or a kernel) and print the references it got. Its name: ``--name``,
+    else SOURCE when it names a workdir output, else the name it was built under, else ``fallback_name``."""
+    from .transfer import push
+
     record = getattr(art, "_lvh_record", None) or {}
     named = not Path(source).expanduser().exists()
-    name = name or (source if named else None) or record.get("target") or image_stem(Path(art.path).name)
+    name = name or (source if named else None) or record.get("target") or fallback_name
     res = push(art, ref, name=name, fmt=fmt, version=version, main_tag=main_tag,
                opts=_opts(platform, insecure), platform_explicit=platform is not None,
                record=getattr(art, "_lvh_record", None))
@@ -257,19 +266,9 @@ def _kernel_ref(ref: str, repo: str | None, ci: bool) -> str:
 def kernels_push(source: str, ref: str, workdir: str | None, platform: str | None, insecure: bool,
                  as_json: bool, fmt: str, name: str | None, version: str | None, main_tag: bool) -> None:
     """Push kernel SOURCE (a kernel dir, a bzImage, or a kernel built in the workdir) to REF."""
-    from .transfer import push
-
-    wd = _workdir(workdir)
-    art = _kernel_source(source, wd)
-    record = getattr(art, "_lvh_record", None) or {}
-    named = not Path(source).expanduser().exists()
-    name = name or (source if named else None) or record.get("target") or Path(source.rstrip("/")).name
-    res = push(art, ref, name=name, fmt=fmt, version=version, main_tag=main_tag,
-               opts=_opts(platform, insecure), platform_explicit=platform is not None,
-               record=getattr(art, "_lvh_record", None))
-    refs = [f"{res.ref.registry}/{res.ref.repository}:{t}" for t in res.tags]
-    _emit(as_json, {"refs": refs, "digest": res.digest, "format": fmt, "uploaded": res.uploaded},
-          "\n".join(f"{r}@{res.digest}" for r in refs))
+    art = _kernel_source(source, _workdir(workdir))
+    _push(art, source, ref, name, Path(source.rstrip("/")).name, fmt, version, main_tag, platform, insecure,
+          as_json)
 
 
 @click.command("pull")
