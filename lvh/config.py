@@ -21,7 +21,7 @@ import yaml
 from marshmallow import Schema, fields, validate
 
 from lvh.api import ConfigError, Driver, HostMount, LvhError, PortForward, Size, parse_size
-from lvh.plugins import DriverRegistry, default_registry
+from lvh.plugins import DriverRegistry, default_registry, use_registry
 
 API_VERSION = 1
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
@@ -242,6 +242,9 @@ class Config:
     kernels: dict[str, KernelConf]
     runs: dict[str, RunConf]
     lines: dict[PathT, int] = field(default_factory=dict)
+    #: The driver registry the config was validated against (drivers composed on other drivers
+    #: look theirs up in it while the engine runs).
+    registry: DriverRegistry | None = None
 
     def error(self, message: str, path: PathT = (), hint: str | None = None) -> ConfigError:
         return _error(self.source, self.lines, path, message, hint)
@@ -344,6 +347,14 @@ def load_data(data: Any, *, source: str = "<config>", base_dir: Path | None = No
               workdir: str | os.PathLike[str] | None = None) -> Config:
     """Validate an already-parsed config (a dict in the conf.yaml shape)."""
     reg = registry or default_registry
+    with use_registry(reg):
+        cfg = _load_data(data, source=source, base_dir=base_dir, lines=lines, reg=reg, workdir=workdir)
+    cfg.registry = reg
+    return cfg
+
+
+def _load_data(data: Any, *, source: str, base_dir: Path | None, lines: dict[PathT, int] | None,
+               reg: DriverRegistry, workdir: str | os.PathLike[str] | None) -> Config:
     lines = dict(lines or {})
     base_dir = Path(base_dir or Path.cwd())
     if not isinstance(data, dict):

@@ -41,6 +41,7 @@ from lvh.api import (
 )
 from lvh.cache import BuildDir, Cache
 from lvh.config import Config, DriverRef, PathT
+from lvh.plugins import use_registry
 
 STATUS_BUILT, STATUS_CACHED, STATUS_FAILED, STATUS_SKIPPED = "built", "cached", "failed", "skipped"
 
@@ -174,9 +175,11 @@ class Engine:
         host: Any = None,
         cancel: threading.Event | None = None,
         on_output: Callable[[str, bytes], None] | None = None,
-        registry: Any = None,  # accepted for symmetry with load_data; drivers are resolved there
+        registry: Any = None,
     ) -> None:
         self.config = config
+        #: Where composed drivers find the drivers they build on (default: the config's).
+        self.registry = registry or config.registry
         self.workdir = Path(workdir or config.workdir)
         self.cache = Cache(self.workdir)
         self.force = force
@@ -214,6 +217,10 @@ class Engine:
         """All stages needed for the selected targets, in execution order, keys computed."""
         if self._stages is not None:
             return self._stages
+        with use_registry(self.registry):
+            return self._graph()
+
+    def _graph(self) -> list[Stage]:
         cfg = self.config
         order: list[Stage] = []
         image_final: dict[str, Stage] = {}
@@ -318,6 +325,10 @@ class Engine:
     # -- plan ---------------------------------------------------------------------------------
     def plan(self) -> list[dict[str, Any]]:
         """What ``run`` would do: per stage its driver, key, cached or not, and commands."""
+        with use_registry(self.registry):
+            return self._plan()
+
+    def _plan(self) -> list[dict[str, Any]]:
         out = []
         for st in self.stages():
             cached = st.kind != "run" and not self._forced(st) and \
@@ -348,6 +359,10 @@ class Engine:
     def run(self) -> dict[str, Any]:
         """Run every stage not cached, in order. Returns the summary (also given to hooks).
         Raises the first stage error after publishing nothing for that stage."""
+        with use_registry(self.registry):
+            return self._run()
+
+    def _run(self) -> dict[str, Any]:
         started = time.monotonic()
         stages = self.stages()
         runs: list[dict[str, Any]] = []

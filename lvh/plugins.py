@@ -7,10 +7,12 @@ the distribution — never a logged-and-skipped extension (stevedore's default).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import functools
 import importlib.metadata as md
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,10 +116,29 @@ def _checked(cls: Any, group: str, name: str, origin: str) -> type[Driver]:
 #: The process-wide registry (installed entry points).
 default_registry = DriverRegistry()
 
+_current_registry: contextvars.ContextVar[DriverRegistry | None] = contextvars.ContextVar(
+    "lvh_driver_registry", default=None)
+
+
+@contextlib.contextmanager
+def use_registry(registry: DriverRegistry | None) -> Iterator[None]:
+    """Make ``registry`` the one :func:`driver_class` consults (for drivers composed on other
+    drivers) while validating a config or running an engine that was given it."""
+    token = _current_registry.set(registry)
+    try:
+        yield
+    finally:
+        _current_registry.reset(token)
+
+
+def current_registry() -> DriverRegistry:
+    return _current_registry.get() or default_registry
+
 
 def driver_class(group: str, name: str) -> type[Driver]:
-    """The installed driver class ``name`` of ``group`` (see :class:`DriverRegistry`)."""
-    return default_registry.driver_class(group, name)
+    """The driver class ``name`` of ``group`` from the registry in use (see :func:`use_registry`;
+    by default the installed entry points)."""
+    return current_registry().driver_class(group, name)
 
 
 def load_driver(group: str, name: str, options: dict[str, Any] | None = None) -> Driver:

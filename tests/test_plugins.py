@@ -160,3 +160,33 @@ def test_broken_hook_plugin_is_a_loud_error(dists, tmp_path):
                        text=True, env=env, cwd=tmp_path)
     assert r.returncode == 2
     assert "error: hook plugin 'bad' (badhooks, from lvh-badhook 0.1) failed to import" in r.stderr
+
+
+def test_composed_driver_finds_its_base_in_the_registry_in_use(tmp_path):
+    """A driver built on another (api.driver_class) sees the registry the config was loaded with."""
+    from lvh.api import RootfsArtifact, Schema, driver_class, fields
+    from lvh.config import load_data
+    from lvh.engine import Engine
+    from tests import fakes
+
+    class Composed(RootfsProvider):
+        name = "composed"
+
+        class Options(Schema):
+            flavour = fields.Str(load_default="x")
+
+        def build(self, ctx) -> RootfsArtifact:
+            base = driver_class("lvh.rootfs", "fake")
+            return base(base.Options().load({"suite": self.options["flavour"]})).build(ctx)
+
+    reg = fakes.registry()
+    reg.register("lvh.rootfs", "composed", Composed)
+    data = {"images": [{"name": "c", "rootfs": {"provider": "composed", "flavour": "trixie"},
+                        "disk": {"formatter": "fakedisk"}}]}
+    cfg = load_data(data, base_dir=tmp_path, registry=reg)
+    with pytest.raises(PluginError):  # outside, the process-wide registry has no 'fake'
+        driver_class("lvh.rootfs", "fake")
+    summary = Engine(cfg, host=None).run()
+    assert summary["ok"]
+    disk = json.loads((tmp_path / "_data" / "images" / "c.raw").read_text())
+    assert "etc/os-release" in disk["files"]
