@@ -76,11 +76,16 @@ def hand_argv(runner: str, image: Path, kernel: Path, mem: str, state: Path) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kernel", type=Path, default=Path("/root/.cache/lvh-bootstrap/bzImage"))
+    ap.add_argument("--kernel", type=Path, default=None,
+                    help="bzImage (default: the test suite's small kernel, built once and cached)")
     ap.add_argument("--image", type=Path, help="ext4 image (default: a minbase Debian made here)")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mem", default="512M")
     a = ap.parse_args(argv)
+    if a.kernel is None:
+        from tests.kernels import small_kernel
+
+        a.kernel = small_kernel().image
     if not a.kernel.exists():
         sys.exit(f"no kernel at {a.kernel}; pass --kernel bzImage")
     tmp = Path(tempfile.mkdtemp(prefix="lvh-bench-"))
