@@ -52,13 +52,18 @@ def lvh_progress(stage: StageInfo | None, description: str, completed: float | N
     if _state["progress"] is None:
         _state["progress"] = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                                       TextColumn("{task.completed:.0f}/{task.total}"), TimeElapsedColumn(),
-                                      console=_state["console"], transient=True)
+                                      console=_real_console(), transient=True)
         _state["progress"].start()
     prog = _state["progress"]
     tasks = _state["tasks"]
     if key not in tasks:
         tasks[key] = prog.add_task(description, total=total)
     prog.update(tasks[key], description=f"{key}: {description}", completed=completed or 0, total=total)
+
+
+def _real_console() -> Any:
+    c = _state["console"]
+    return c.real() if hasattr(c, "real") else c
 
 
 def _stop_progress(key: str) -> None:

@@ -98,6 +98,27 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
 
+class LazyConsole:
+    """A rich Console on stderr, made on first use: `lvh run -q -- CMD` never pays for rich."""
+
+    _console: Any = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return sys.stderr.isatty()
+
+    def real(self) -> Any:
+        """The rich Console itself (for rich objects that need one, like a Progress)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real(), name)
+
+
 def stdout_console() -> Any:
     """A rich Console on stdout; wide when stdout is not a terminal, so tables don't wrap in logs."""
     from rich.console import Console
@@ -140,9 +161,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool, log_json: str | None) -> 
     """
     ctx.ensure_object(dict)
     ctx.obj.update(verbose=verbose, quiet=quiet, log_json=log_json)
-    from rich.console import Console
-
-    console = Console(stderr=True)
+    console = LazyConsole()
     ctx.obj["console"] = console
     setup_logging(verbose, quiet, log_json, console)
 
