@@ -7,7 +7,7 @@ VENV ?= .venv
 APT_PACKAGES := python3-venv python3-pip git ca-certificates \
 	qemu-system-x86 qemu-utils mmdebstrap debian-archive-keyring libguestfs-tools \
 	e2fsprogs fdisk fuse3 zstd cpio busybox-static fakeroot uidmap kmod openssh-client curl \
-	build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils linux-source-6.1 \
+	build-essential flex bison bc libelf-dev libssl-dev dwarves xz-utils linux-source \
 	docker-registry
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

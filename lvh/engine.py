@@ -337,7 +337,9 @@ class Engine:
             commands: list[list[str]] = []
             if not cached:
                 try:
-                    if st.kind == "run":
+                    if st.kind == "run" and any(a is None for a in inputs):
+                        commands = []  # the command line names the inputs' files: not built yet
+                    elif st.kind == "run":
                         spec = self._run_spec(st, inputs)
                         commands = [st.ref.instance().command_line(self._plan_context(st), spec)]
                         commands = [c for c in commands if c]

@@ -205,3 +205,12 @@ def test_folder_source_is_built_in_place_and_must_be_clean(tmp_path, upstream):
     with pytest.raises(UserError, match="not clean") as e:
         source.prepare(ctx, parse_source(str(upstream)), "k")
     assert "mrproper" in e.value.hint
+
+
+def test_a_glob_source_picks_the_newest_tarball(tmp_path):
+    for v in ("6.1", "6.9", "6.10"):
+        (tmp_path / f"linux-source-{v}.tar.xz").write_bytes(b"")
+    spec = parse_source(str(tmp_path / "linux-source-*.tar.xz"))
+    assert spec.kind == "tar" and spec.location.endswith("linux-source-6.10.tar.xz")
+    with pytest.raises(UserError, match="nothing matches"):
+        parse_source(str(tmp_path / "linux-nope-*.tar.xz"))

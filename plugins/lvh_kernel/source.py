@@ -13,6 +13,7 @@ Tarballs are extracted once into ``<state>/src/tar-<sha256>``; folders are built
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import shutil
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from lvh.api import CommandFailed, Context, StageError, UserError
@@ -87,6 +89,13 @@ def parse_source(text: str, ctx: Context | None = None) -> SourceSpec:
         else:
             raise UserError(f"kernel source {raw}: invalid query {query!r}", hint="use ?depth=N")
     path = ctx.resolve(path_text) if ctx else Path(os.path.expanduser(path_text)).absolute()
+    if "*" in path_text:
+        # e.g. /usr/src/linux-source-*.tar.xz: the newest version installed (natural order).
+        matches = sorted(glob.glob(str(path)), key=_natural)
+        if not matches:
+            raise UserError(f"kernel source {path}: nothing matches",
+                            hint="install a kernel source package (apt-get install linux-source) or give a path")
+        path = Path(matches[-1])
     if not path.exists():
         raise UserError(f"kernel source {path} does not exist",
                         hint="give a git URL (git://, https://, file://), a kernel source folder, "
@@ -103,6 +112,11 @@ def parse_source(text: str, ctx: Context | None = None) -> SourceSpec:
         raise UserError(f"kernel source {path} is not a kernel source tree (no Makefile/Kconfig)",
                         hint="point source: at the top of a Linux source tree")
     return SourceSpec("dir", str(path.resolve()), text=raw)
+
+
+def _natural(text: str) -> list[Any]:
+    """Sort key that orders 6.10 after 6.9."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
 
 
 @dataclass
