@@ -299,7 +299,7 @@ class MakeBuilder(KernelBuilder):
                 text = memo[inputs]["config"]
                 bad = [kconfig.NotTaken(kconfig.Request(b["symbol"], b["value"], b["origin"]), b["got"],
                                         b["reason"], b["exists"]) for b in memo[inputs]["not_taken"]]
-                self._report(ctx, bad)
+                self._report(ctx, bad, seen=ctx.planning)
             else:
                 cfg_dir.mkdir(parents=True, exist_ok=True)
                 text, bad = self._configure_into(ctx, tree.path, cfg_dir, reqs)
@@ -377,7 +377,10 @@ class MakeBuilder(KernelBuilder):
         self._report(ctx, bad)
         return text, bad
 
-    def _report(self, ctx: Context, bad: list[kconfig.NotTaken]) -> None:
+    def _report(self, ctx: Context, bad: list[kconfig.NotTaken], *, seen: bool = False) -> None:
+        """Options that did not take: a warning when configuring or building, debug when only a
+        cache key is computed from a configuration already reported (``seen``), so warm runs stay
+        quiet; an error with ``strict``."""
         # an option the user named that does not exist in this kernel is an error; the
         # groups' lists are shared across kernel versions, so there it is only a warning
         missing = [b for b in bad if not b.exists and not b.request.origin.startswith("group ")]
@@ -388,7 +391,7 @@ class MakeBuilder(KernelBuilder):
                               hint="check the spelling (grep -rn 'config NAME' in the source's "
                                    "Kconfig files), or drop it for this kernel version")
         for b in bad:
-            ctx.log.warning(str(b))
+            ctx.log.log("DEBUG" if seen else "WARNING", str(b))
         if bad and self.options.get("strict"):
             raise ConfigError(
                 f"{len(bad)} requested config option(s) did not take: "
