@@ -73,7 +73,7 @@ def _context(directory: Path, name: str) -> Any:
     stage = StageInfo(id=f"kernel:{name}", kind="kernel", driver=BUILDER, target=name)
     tmp = d / "tmp" / f"cli-{name}"
     return Context(workdir=d, config_dir=d, executor=SubprocessExecutor(), host=host_info(),
-                   log=logger.bind(stage=stage.id), hooks=None, stage=stage, tmp=tmp,
+                   log=logger.bind(stage=stage.id), hooks=None, stage=stage, tmp=tmp, out=tmp,
                    state_dir=d / "state" / BUILDER, cancel=threading.Event())
 
 
