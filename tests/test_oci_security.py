@@ -210,13 +210,10 @@ def test_interrupted_pull_resumes_where_it_stopped(registry, tmp_path):
     assert not partial.exists()
 
 
-class _CuttingProxy:
-    """A TCP proxy to the registry that cuts the first blob download after ``cut`` bytes of the
-    response — a network failure in the middle of a layer."""
+class _Proxy:
+    """A TCP proxy on 127.0.0.1 (``port``); each connection goes to ``_handle`` in a thread."""
 
-    def __init__(self, upstream_port: int, digest: str, cut: int) -> None:
-        self.upstream, self.digest, self.cut = upstream_port, digest, cut
-        self.cuts = 0
+    def _listen(self) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(16)
@@ -230,6 +227,22 @@ class _CuttingProxy:
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class _CuttingProxy(_Proxy):
+    """A TCP proxy to the registry that cuts the first blob download after ``cut`` bytes of the
+    response — a network failure in the middle of a layer."""
+
+    def __init__(self, upstream_port: int, digest: str, cut: int) -> None:
+        self.upstream, self.digest, self.cut = upstream_port, digest, cut
+        self.cuts = 0
+        self._listen()
 
     def _handle(self, client: socket.socket) -> None:
         server = socket.create_connection(("127.0.0.1", self.upstream))
@@ -262,30 +275,16 @@ class _CuttingProxy:
                 pass
             s.close()
 
-    def close(self) -> None:
-        self.sock.close()
 
 
-class _UploadProxy:
+class _UploadProxy(_Proxy):
     """A TCP proxy that counts PATCH requests and cuts the ``cut_nth`` one after ``cut`` bytes."""
 
     def __init__(self, upstream_port: int, cut_nth: int, cut: int) -> None:
         self.upstream, self.cut_nth, self.cut = upstream_port, cut_nth, cut
         self.patches = 0
         self.cuts = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+        self._listen()
 
     def _handle(self, client: socket.socket) -> None:
         server = socket.create_connection(("127.0.0.1", self.upstream))
@@ -320,8 +319,6 @@ class _UploadProxy:
                 pass
             s.close()
 
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_chunked_upload_survives_a_cut_chunk(registry, tmp_path, monkeypatch):
