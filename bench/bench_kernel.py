@@ -13,19 +13,11 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from bench import best
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _best(fn, n: int = 3) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def main(argv: list[str]) -> int:
@@ -56,8 +48,8 @@ def main(argv: list[str]) -> int:
     def cat() -> None:
         subprocess.run(["sh", "-c", f"cat {SOURCE} > /dev/null"], check=True)
 
-    t_hit, t_make = _best(hit), _best(kbuild_noop)
-    t_digest, t_cat = _best(digest), _best(cat)
+    t_hit, t_make = best(hit), best(kbuild_noop)
+    t_digest, t_cat = best(digest), best(cat)
     print(f"kernel {kernel.version}: cache hit {t_hit:.2f}s vs kbuild up-to-date make {t_make:.2f}s "
           f"-> {t_make / t_hit:.1f}x")
     print(f"source digest {t_digest:.2f}s vs cat {t_cat:.2f}s -> {t_digest / t_cat:.2f}x of a plain read")

@@ -19,17 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-
-def _best(fn, n: int = 3) -> float:
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from bench import best
 
 
 def main(argv: list[str]) -> int:
@@ -76,8 +68,8 @@ def main(argv: list[str]) -> int:
             with open(img, "rb") as fi, open(tmp / "x.zst", "wb") as fo:
                 c.copy_stream(fi, fo, read_size=1 << 20, write_size=1 << 20)
 
-        t1 = _best(lambda: comp(0), 2)
-        tn = _best(lambda: comp(-1), 2)
+        t1 = best(lambda: comp(0), 2)
+        tn = best(lambda: comp(-1), 2)
         print(f"zstd level 3: 1 thread {t1:.2f}s, all threads {tn:.2f}s  → speed-up {t1 / tn:.2f}x "
               f"({os.cpu_count()} cpus)")
 
@@ -88,7 +80,7 @@ def main(argv: list[str]) -> int:
             n[0] += 1
             transfer.push(art, f"{server.host}/bench/img{n[0]}:v1", name="base")
 
-        t_push = _best(push, 2)
+        t_push = best(push, 2)
 
         def base_push() -> None:
             n[0] += 1
@@ -102,7 +94,7 @@ def main(argv: list[str]) -> int:
                             "--data-binary", f"@{tmp / 'b.zst'}", f"{url}&digest={d}"], check=True,
                            capture_output=True)
 
-        t_bpush = _best(base_push, 2)
+        t_bpush = best(base_push, 2)
         print(f"push: lvh {t_push:.2f}s, zstd -T0 + curl {t_bpush:.2f}s  → ratio {t_push / t_bpush:.2f}")
 
         # -- pull vs curl | zstd -d ------------------------------------------------------------------
@@ -115,19 +107,19 @@ def main(argv: list[str]) -> int:
             w[0] += 1
             transfer.pull(ref, "disk", tmp / f"w{w[0]}")
 
-        t_pull = _best(pull, 3)
+        t_pull = best(pull, 3)
 
         def base_pull() -> None:
             subprocess.run(f"curl -sSf {server.url}/v2/bench/img1/blobs/{layer} | zstd -d -q -o {tmp / 'c.tar'} -f",
                            shell=True, check=True)
 
-        t_bpull = _best(base_pull, 3)
+        t_bpull = best(base_pull, 3)
         print(f"pull: lvh {t_pull:.2f}s, curl | zstd -d {t_bpull:.2f}s  → ratio {t_pull / t_bpull:.2f} "
               f"({size / 1024**2 / t_pull:.0f} MiB/s)")
 
         # -- a cached pull ------------------------------------------------------------------------
-        t_cached = _best(lambda: transfer.pull(ref, "disk", tmp / "w1"), 5)
-        t_curl = _best(lambda: subprocess.run(
+        t_cached = best(lambda: transfer.pull(ref, "disk", tmp / "w1"), 5)
+        t_curl = best(lambda: subprocess.run(
             ["curl", "-sSf", "-o", "/dev/null", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
              f"{server.url}/v2/bench/img1/manifests/v1"], check=True), 5)
         print(f"cached pull: lvh {t_cached * 1000:.0f} ms, one curl of the manifest {t_curl * 1000:.0f} ms "
