@@ -834,4 +834,17 @@ def action_files_key(ctx: Context, actions: Sequence[Mapping[str, Any]] | None) 
     return files
 
 
-__all__ += ["action_files_key"]
+def install_kernel_image(boot: Path) -> str:
+    """The file name of the kernel image an ``install-kernel`` action installs from ``boot``
+    (upstream's order: ``vmlinuz-*``, ``vmlinuz``, then ``bzImage*``, ``vmlinux-*``, ``Image*``;
+    the last in name order). A :class:`UserError` with a hint if there is none."""
+    for pat in ("vmlinuz-*", "vmlinuz", "bzImage*", "vmlinux-*", "Image*"):
+        found = sorted(p.name for p in boot.glob(pat) if p.is_file())
+        if found:
+            return found[-1]
+    raise UserError(f"install-kernel: no kernel image (vmlinuz-*, bzImage) in {boot}",
+                    hint="kernel_install_dir must hold boot/<kernel> and lib/modules/<version>/ "
+                    "(as `make install modules_install INSTALL_PATH=D/boot INSTALL_MOD_PATH=D` writes)")
+
+
+__all__ += ["action_files_key", "install_kernel_image"]

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lvh.api import CommandFailed, Context, StageError, UserError
+from lvh.api import CommandFailed, Context, StageError, UserError, install_kernel_image
 
 _CHROOT_SCRIPT = r"""
 set -e
@@ -62,17 +62,6 @@ def inside(tree: Path, path: str, *, follow_last: bool = True) -> Path:
             continue
         cur = nxt
     return cur
-
-
-def _kernel_file(boot: Path) -> str:
-    """The kernel image's name under ``boot`` (upstream: vmlinuz-*, else bzImage/vmlinux-*)."""
-    for pat in ("vmlinuz-*", "vmlinuz", "bzImage*", "vmlinux-*", "Image*"):
-        found = sorted(p.name for p in boot.glob(pat) if p.is_file())
-        if found:
-            return found[-1]
-    raise UserError(f"install-kernel: no kernel image (vmlinuz-*, bzImage) in {boot}",
-                    hint="kernel_install_dir must hold boot/<kernel> and lib/modules/<version>/ "
-                    "(as `make install modules_install INSTALL_PATH=D/boot INSTALL_MOD_PATH=D` writes)")
 
 
 class TreeCustomizer:
@@ -233,7 +222,7 @@ class TreeCustomizer:
         if not boot.is_dir():
             raise UserError(f"install-kernel: {boot} is not a directory",
                             hint="kernel_install_dir must hold boot/ and lib/modules/<version>/")
-        kernel = _kernel_file(boot)
+        kernel = install_kernel_image(boot)
         tboot = inside(self.tree, "/boot")
         tboot.mkdir(parents=True, exist_ok=True)
         self.ctx.run("cp", "-a", "--no-preserve=ownership", str(boot) + "/.", str(tboot) + "/")

@@ -21,6 +21,7 @@ from lvh.api import (
     UserError,
     action_files_key,
     fields,
+    install_kernel_image,
 )
 
 from .common import env, need, requirements, version
@@ -31,15 +32,6 @@ class VirtCustomizeOptions(CustomizeOptions):
                               metadata={"description": "merge consecutive actions into one virt-customize call"})
     network = fields.Bool(load_default=True, metadata={"description": "give the appliance network access"})
     memsize = fields.Int(load_default=None, allow_none=True, metadata={"description": "appliance memory, MiB"})
-
-
-def _kernel_file(boot: Path) -> str:
-    for pat in ("vmlinuz-*", "vmlinuz", "bzImage*", "vmlinux-*", "Image*"):
-        found = sorted(p.name for p in boot.glob(pat) if p.is_file())
-        if found:
-            return found[-1]
-    raise UserError(f"install-kernel: no kernel image (vmlinuz-*, bzImage) in {boot}",
-                    hint="kernel_install_dir must hold boot/<kernel> and lib/modules/<version>/")
 
 
 class VirtCustomizer(Customizer):
@@ -100,7 +92,7 @@ class VirtCustomizer(Customizer):
             if not (d / "boot").is_dir():
                 raise UserError(f"install-kernel: {d / 'boot'} is not a directory",
                                 hint="kernel_install_dir must hold boot/ and lib/modules/<version>/")
-            kernel = _kernel_file(d / "boot")
+            kernel = install_kernel_image(d / "boot")
             out = [("virt-customize", ["--copy-in", f"{d}/boot:/"])]
             if (d / "lib" / "modules").is_dir():
                 out.append(("virt-customize", ["--copy-in", f"{d}/lib/modules:/lib/"]))
