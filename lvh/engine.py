@@ -100,16 +100,26 @@ def _inherit_meta(artifact: Any, inputs: list[Artifact | None]) -> None:
 
 
 class _StageExecutor:
-    """Tees every command and its output into the stage's log file."""
+    """Tees every command and its output into the stage's log file (one line-buffered handle for
+    the stage, not an open per output line: a kernel build prints thousands)."""
 
     def __init__(self, inner: Executor, log: Path) -> None:
         self.inner = inner
         self.log = log
         self.lock = threading.Lock()
+        self._fh: Any = None
 
     def _write(self, text: str) -> None:
-        with self.lock, self.log.open("a") as fh:
-            fh.write(text + "\n")
+        with self.lock:
+            if self._fh is None:
+                self._fh = self.log.open("a", buffering=1)
+            self._fh.write(text + "\n")
+
+    def close(self) -> None:
+        with self.lock:
+            if self._fh is not None:
+                self._fh.close()
+                self._fh = None
 
     def run(self, command: Command) -> CommandResult:
         import shlex
@@ -429,7 +439,8 @@ class Engine:
             progress_factory=lambda d, t: _HookProgress(self.hooks, st.info, d, t))
 
     @contextmanager
-    def _stage_log(self, st: Stage, log: Path) -> Iterator[None]:
+    def _stage_log(self, st: Stage, log: Path, tee: Any) -> Iterator[None]:
+        """The stage's log file: driver log records (loguru) and, through ``tee``, its commands."""
         sink = logger.add(str(log), level="DEBUG", filter=lambda r: r["extra"].get("stage") == st.id,
                           format="{time:HH:mm:ss.SSS} {level: <7} {message}", catch=True)
         try:
@@ -437,6 +448,7 @@ class Engine:
                 yield
         finally:
             logger.remove(sink)
+            tee.close()
 
     def _do_stage(self, st: Stage) -> None:
         forced = self._forced(st)
@@ -453,7 +465,7 @@ class Engine:
             build = self.cache.new_build_dir(st.id)
             ctx = self._context(st, build)
             try:
-                with self._stage_log(st, build.log):
+                with self._stage_log(st, build.log, ctx.executor):
                     logger.debug("{}: {} ({})", st.id, st.method, st.ref.name)
                     driver = st.ref.instance()
                     result = self._call(driver, st, ctx, inputs)
